@@ -130,9 +130,11 @@ class CostState:
         """
         if self.costs is None or self.frozen is None:
             raise RuntimeError("CostState.update called before ensure()")
+        if not torch.isfinite(direction).all():
+            return False
         d = direction.to(self.costs.dtype).masked_fill(self.frozen, 0.0)
         scale = d.abs().max()
-        if not torch.isfinite(scale) or scale <= 0:
+        if scale <= 0:
             return False
         self.costs = self.costs - self.cost_step * d / scale
         self.n_updates += 1

@@ -73,7 +73,7 @@ class PerturbationSpace(abc.ABC):
     def check(self, model: nn.Module) -> None:
         """Raise a ``ValueError`` naming the supported models when ``model`` is not supported."""
         if not self.supports(model):
-            fitting = [n for n, cls in _REGISTRY.items() if cls().supports(model)]
+            fitting = sorted(n for n, cls in _REGISTRY.items() if cls().supports(model))
             raise ValueError(
                 f"space={self.name!r} has no hookable tensor in model class {type(model).__name__}; "
                 f"{self.describe_support()}. Spaces that support {type(model).__name__}: {fitting or 'none'}."
