@@ -14,9 +14,11 @@ from __future__ import annotations
 from matgl_cal.callback import CAL, AdversarialAugmentation
 from matgl_cal.costs import CostState, cost_gradient_direction, stratified_risk
 from matgl_cal.spaces import (
+    EmbeddingSpace,
     LatentModuleSpace,
     PerturbationSpace,
     PositionsSpace,
+    ReadoutSpace,
     StrainSpace,
     available_spaces,
     get_space,
@@ -29,9 +31,11 @@ __all__ = [
     "CAL",
     "AdversarialAugmentation",
     "CostState",
+    "EmbeddingSpace",
     "LatentModuleSpace",
     "PerturbationSpace",
     "PositionsSpace",
+    "ReadoutSpace",
     "StrainSpace",
     "__version__",
     "available_spaces",

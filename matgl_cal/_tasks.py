@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -88,6 +88,14 @@ class _Task:
         """Per-structure prediction used for uncertainty, ``(n_graphs,)`` (physical units)."""
         raise NotImplementedError
 
+    def head(self) -> nn.Module | None:
+        """The final layer when the model output is exactly ``head(readout vector)``, else None.
+
+        When not None, readout-space attacks and MC-dropout hardness run the backbone once and
+        only the head afterwards (:meth:`head_input`, :meth:`losses_from_head_input`).
+        """
+        return None
+
     def _loss(self, label: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         return self.pl_module.loss(label, pred, reduction="none", **self.pl_module.loss_params)
 
@@ -118,6 +126,48 @@ class PropertyTask(_Task):
         preds = self._forward(parts, g, lat)
         return (preds * self.pl_module.data_std + self.pl_module.data_mean).mean(dim=1)
 
+    _HEADS: ClassVar[dict[str, str]] = {"M3GNet": "final_layer", "TensorNet": "final_layer", "MEGNet": "output_proj"}
+
+    def head(self) -> nn.Module | None:  # noqa: D102
+        model = self.model
+        name = self._HEADS.get(type(model).__name__)
+        if name is None or getattr(model, "task_type", "regression") != "regression":
+            return None
+        if getattr(model, "is_classification", False) or getattr(model, "dropout", None) is not None:
+            return None
+        if not getattr(model, "is_intensive", True):
+            return None
+        return getattr(model, name, None)
+
+    def head_input(self, parts: BatchParts) -> torch.Tensor:
+        """The clean readout vector fed to :meth:`head`, ``(n_graphs, dim)``, without autograd history."""
+        head = self.head()
+        if head is None:
+            raise RuntimeError(f"{type(self.model).__name__} has no head fast path")
+        captured: list[torch.Tensor] = []
+
+        def grab(_module: nn.Module, args: tuple) -> None:
+            captured.append(args[0].detach())
+
+        handle = head.register_forward_pre_hook(grab)
+        try:
+            with torch.no_grad():
+                self._forward(parts, None, None)
+        finally:
+            handle.remove()
+        return captured[0]
+
+    def predict_from_head_input(self, parts: BatchParts, x: torch.Tensor) -> torch.Tensor:
+        """Physical-unit predictions ``(n_graphs,)`` from a (perturbed) readout vector."""
+        preds = self.head()(x).reshape(parts.num_graphs, -1)  # type: ignore[misc]
+        return (preds * self.pl_module.data_std + self.pl_module.data_mean).mean(dim=1)
+
+    def losses_from_head_input(self, parts: BatchParts, x: torch.Tensor) -> torch.Tensor:
+        """Per-structure losses ``(n_graphs,)`` from a (perturbed) readout vector; equals :meth:`per_sample_loss`."""
+        preds = self.head()(x).reshape(parts.num_graphs, -1)  # type: ignore[misc]
+        labels = parts.labels[0].reshape(parts.num_graphs, -1)
+        return self._loss(labels, preds * self.pl_module.data_std + self.pl_module.data_mean).mean(dim=1)
+
 
 class PotentialTask(_Task):
     """Adapter for :class:`matgl.utils.training.PotentialLightningModule` (energies, forces, stresses)."""
@@ -138,12 +188,19 @@ class PotentialTask(_Task):
             )
 
     def per_sample_loss(self, parts: BatchParts, g: Any = None, lat: torch.Tensor | None = None) -> torch.Tensor:  # noqa: D102
+        return self.per_sample_loss_terms(parts, g, lat)[0]
+
+    def per_sample_loss_terms(
+        self, parts: BatchParts, g: Any = None, lat: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(total, energy_term)`` per-structure losses, each ``(n_graphs,)``, from one forward pass."""
         module = self.pl_module
         energies, forces, stresses, *_ = self._forward(parts, g, lat)
         n_graphs = parts.num_graphs
         num_atoms = parts.num_atoms.to(energies.dtype)
         e_label = parts.labels[0]
-        total = module.energy_weight * self._loss(e_label / num_atoms, energies.reshape(-1) / num_atoms)
+        energy_term = module.energy_weight * self._loss(e_label / num_atoms, energies.reshape(-1) / num_atoms)
+        total = energy_term
         if module.force_weight != 0:
             batch = getattr(parts.g, "batch", None)
             if batch is None:
@@ -156,7 +213,7 @@ class PotentialTask(_Task):
         if module.model.calc_stresses:
             s_elem = self._loss(parts.labels[2], stresses).reshape(n_graphs, -1).mean(dim=1)
             total = total + module.stress_weight * s_elem
-        return total
+        return total, energy_term
 
     def predict(self, parts: BatchParts, g: Any = None, lat: torch.Tensor | None = None) -> torch.Tensor:  # noqa: D102
         energies = self._forward(parts, g, lat)[0].reshape(-1)

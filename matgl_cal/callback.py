@@ -19,7 +19,7 @@ from matgl_cal._tasks import BatchParts, make_task
 from matgl_cal.costs import CostState, cost_gradient_direction, stratified_risk
 from matgl_cal.environments import BUILTIN_ENVIRONMENTS, environment_labels
 from matgl_cal.hardness import HARDNESS_SIGNALS, compute_hardness
-from matgl_cal.spaces import PerturbationSpace, get_space
+from matgl_cal.spaces import PerturbationSpace, ReadoutSpace, get_space
 
 __all__ = ["AdversarialAugmentation", "CAL"]
 
@@ -98,6 +98,10 @@ class AdversarialAugmentation(Callback):
             fixed (fixed-cost adversarial training).
         cost_params: Names of submodules of the bare MatGL model whose parameters form ``theta_s``
             for the cost update. ``None``: the model's final (readout) layer.
+        cost_loss: Loss whose stratified risk drives the cost update: ``"total"`` (the training loss),
+            ``"energy"`` (potentials only: the energy term), or ``"auto"`` (``"total"`` for property
+            models, ``"energy"`` for potentials, whose force/stress terms would need a third derivative
+            through the whole network: 1.9x the memory of a training step, see benchmarks/RESULTS.md).
         perturb: ``False`` runs the control arm: the same extra optimiser steps on the same hard
             batches, without any perturbation.
         std_momentum: Momentum of the running per-dimension standard deviation of latent covariates.
@@ -126,6 +130,7 @@ class AdversarialAugmentation(Callback):
         initial_cost: float = 100.0,
         cost_step: float = 10.0,
         cost_params: Sequence[str] | None = None,
+        cost_loss: str = "auto",
         perturb: bool = True,
         std_momentum: float = 0.1,
         mc_samples: int = 8,
@@ -153,6 +158,8 @@ class AdversarialAugmentation(Callback):
                 f"environments must be one of {BUILTIN_ENVIRONMENTS} or a sequence of per-sample labels, "
                 f"got {environments!r}"
             )
+        if cost_loss not in ("auto", "total", "energy"):
+            raise ValueError(f"cost_loss must be 'auto', 'total' or 'energy', got {cost_loss!r}")
         _check_int("n_random_envs", n_random_envs, minimum=1)
         _check_number("alpha", alpha, minimum=0.0)
         if not alpha < 1.0:
@@ -180,6 +187,9 @@ class AdversarialAugmentation(Callback):
         self.n_random_envs = n_random_envs
         self.alpha = float(alpha)
         self.cost_params = None if cost_params is None else list(cost_params)
+        self.cost_loss = cost_loss
+        #: Run readout-space attacks on the head only when the model allows it (same result, fewer passes).
+        self.fast_readout = True
         self.perturb = perturb
         self.std_momentum = float(std_momentum)
         self.mc_samples = mc_samples
@@ -229,6 +239,8 @@ class AdversarialAugmentation(Callback):
             )
         if not pl_module.automatic_optimization:
             raise ValueError("AdversarialAugmentation needs automatic optimisation (MatGL's modules use it)")
+        if self.cost_loss == "energy" and self._task.kind != "potential":
+            raise ValueError("cost_loss='energy' needs a PotentialLightningModule; property models have one loss term")
         self._theta_s()  # validate cost_params early
 
     @override
@@ -396,14 +408,32 @@ class AdversarialAugmentation(Callback):
             norms = u.norm(dim=-1, keepdim=True)
             u.mul_(torch.clamp(self.max_perturbation / norms.clamp_min(1e-30), max=1.0))
 
+    def _head_fast_path(self) -> bool:
+        return self.fast_readout and isinstance(self.space, ReadoutSpace) and self._task.head() is not None
+
     def _attack(self, parts: BatchParts) -> _Delta | None:
-        """K ascent steps; None (with a warning) when the objective or its gradient is not finite."""
+        """K ascent steps; None (with a warning) when the objective or its gradient is not finite.
+
+        For the readout space of a property model whose output is ``head(readout)``, the backbone runs
+        once (without autograd) and the K steps run the head only; the result equals the full path.
+        """
         task, space = self._task, self.space
         delta = _Delta(self._scale_fn)
+        if self._head_fast_path():
+            clean = task.head_input(parts)
+
+            def losses_of() -> torch.Tensor:
+                return task.losses_from_head_input(parts, clean + delta(clean))
+
+        else:
+
+            def losses_of() -> torch.Tensor:
+                with space.inject(task.model, parts.g, parts.lat, delta) as (g, lat):
+                    return task.per_sample_loss(parts, g, lat)
+
         optimizer = None
         for _ in range(self.attack_steps):
-            with space.inject(task.model, parts.g, parts.lat, delta) as (g, lat):
-                losses = task.per_sample_loss(parts, g, lat)
+            losses = losses_of()
             u = delta.u
             if u is None:
                 raise RuntimeError(f"space {space.name!r} never called its perturbation function")
@@ -446,16 +476,22 @@ class AdversarialAugmentation(Callback):
                 ctx = self.space.inject(task.model, parts.g, parts.lat, step_delta)
             else:
                 ctx = contextlib.nullcontext((parts.g, parts.lat))
+            energy_cost = learn_costs and last and self._cost_on_energy()
             with ctx as (g, lat):
-                losses = task.per_sample_loss(parts, g, lat)
+                if energy_cost:
+                    losses, cost_losses = task.per_sample_loss_terms(parts, g, lat)
+                else:
+                    losses = cost_losses = task.per_sample_loss(parts, g, lat)
             loss = losses.mean()
             if not torch.isfinite(loss):
                 self._skip("the loss on the adversarial batch was not finite")
                 return
             if learn_costs and last:
                 a = self.alpha / math.sqrt(epoch + 1)
-                risk = stratified_risk(losses, env, a)
-                direction = cost_gradient_direction(risk, loss, params, step_delta.u)  # type: ignore[arg-type]
+                risk = stratified_risk(cost_losses, env, a)
+                direction = cost_gradient_direction(
+                    risk, cost_losses.mean(), params, step_delta.u  # type: ignore[arg-type]
+                )
             optimizer.zero_grad(set_to_none=True)
             with _no_sync(trainer):
                 loss.backward()
@@ -481,6 +517,11 @@ class AdversarialAugmentation(Callback):
             prog_bar=True,
             batch_size=parts.num_graphs,
         )
+
+    def _cost_on_energy(self) -> bool:
+        if self.cost_loss == "auto":
+            return self._task.kind == "potential"
+        return self.cost_loss == "energy"
 
     def _skip(self, why: str) -> None:
         self.skipped_steps += 1

@@ -68,16 +68,20 @@ def compute_hardness(
             if signal == "loss":
                 out.append(task.per_sample_loss(parts).detach().cpu())
                 continue
-            readout = get_space("readout")
-            readout.check(task.model)
+            def dropout(x: torch.Tensor) -> torch.Tensor:
+                keep = torch.rand(x.shape, generator=generator).to(x.device) >= mc_dropout_rate
+                return x * keep.to(x.dtype) / (1.0 - mc_dropout_rate) - x
+
             preds = []
-            for _ in range(mc_samples):
-
-                def dropout(x: torch.Tensor) -> torch.Tensor:
-                    keep = torch.rand(x.shape, generator=generator).to(x.device) >= mc_dropout_rate
-                    return x * keep.to(x.dtype) / (1.0 - mc_dropout_rate) - x
-
-                with readout.inject(task.model, parts.g, parts.lat, dropout) as (g, lat):
-                    preds.append(task.predict(parts, g, lat).detach().cpu())
+            if task.head() is not None:  # backbone once, head mc_samples times
+                clean = task.head_input(parts)
+                for _ in range(mc_samples):
+                    preds.append(task.predict_from_head_input(parts, clean + dropout(clean)).detach().cpu())
+            else:
+                readout = get_space("readout")
+                readout.check(task.model)
+                for _ in range(mc_samples):
+                    with readout.inject(task.model, parts.g, parts.lat, dropout) as (g, lat):
+                        preds.append(task.predict(parts, g, lat).detach().cpu())
             out.append(torch.stack(preds).std(dim=0))
     return torch.cat(out) if out else torch.zeros(0)

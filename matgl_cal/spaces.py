@@ -34,9 +34,11 @@ import torch
 from torch import nn
 
 __all__ = [
+    "EmbeddingSpace",
     "LatentModuleSpace",
     "PerturbationSpace",
     "PositionsSpace",
+    "ReadoutSpace",
     "StrainSpace",
     "available_spaces",
     "get_space",

@@ -156,6 +156,52 @@ def test_budget_respected(space, potential):
     assert delta.u.shape[0] == (4 if space == "strain" else rows)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_readout_fast_path_equals_full_forward(family):
+    cb = AdversarialAugmentation(space="readout", attack_steps=4)
+    module = property_module(family)
+    cb._task = make_task(module)
+    assert cb._head_fast_path()
+    train, _ = b.loaders(b.property_dataset(8), 4, shuffle=False)
+    parts = cb._task.split(next(iter(train)))
+    fast = cb._attack(parts)
+    cb.fast_readout = False
+    cb.running_std = None
+    slow = cb._attack(parts)
+    torch.testing.assert_close(fast.u, slow.u, rtol=1e-4, atol=1e-6)
+    assert fast.u.abs().max() > 0
+    torch.testing.assert_close(
+        cb._task.losses_from_head_input(parts, cb._task.head_input(parts)), cb._task.per_sample_loss(parts)
+    )
+
+
+def test_mc_dropout_fast_path_equals_hooked_forward(monkeypatch):
+    from matgl_cal.hardness import compute_hardness
+
+    module = property_module()
+    task = make_task(module)
+    train, _ = b.loaders(b.property_dataset(8), 8, shuffle=False)
+    parts = [task.split(next(iter(train)))]
+    fast = compute_hardness(task, parts, signal="mc_dropout", generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(task, "head", lambda: None)
+    slow = compute_hardness(task, parts, signal="mc_dropout", generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-7)
+
+
+def test_potential_cost_update_on_energy_term_by_default():
+    cb = AdversarialAugmentation(warmup_epochs=0, adversarial_batches=1)
+    module = potential_module()
+    cb._task = make_task(module)
+    assert cb._cost_on_energy()
+    cb.cost_loss = "total"
+    assert not cb._cost_on_energy()
+    ds = b.potential_dataset(6)
+    train, val = b.loaders(ds, 3)
+    total_cb = AdversarialAugmentation(warmup_epochs=0, adversarial_batches=1, cost_loss="total")
+    trainer(1, [total_cb], potential=True).fit(potential_module(), train, val)
+    assert total_cb.costs.n_updates == 1 and torch.isfinite(total_cb.costs.costs).all()
+
+
 def _snapshot(batch):
     g = batch[0]
     return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in g.to_dict().items()}, [
@@ -303,6 +349,7 @@ def test_space_registry_accepts_user_space():
         ({"hardness": "entropy"}, ValueError, "hardness must be one of"),
         ({"environments": "elements"}, ValueError, "environments must be one of"),
         ({"attack_optimizer": "lbfgs"}, ValueError, "attack_optimizer must be"),
+        ({"cost_loss": "forces"}, ValueError, "cost_loss must be 'auto', 'total' or 'energy'"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -372,6 +419,13 @@ def test_bad_cost_params():
     cb = AdversarialAugmentation(cost_params=["head"])
     with pytest.raises(ValueError, match="cost_params entry 'head' is not a submodule of M3GNet"):
         trainer(1, [cb]).fit(property_module(), train, val)
+
+
+def test_energy_cost_loss_needs_a_potential():
+    ds = b.property_dataset(8)
+    train, val = b.loaders(ds, 4)
+    with pytest.raises(ValueError, match="cost_loss='energy' needs a PotentialLightningModule"):
+        trainer(1, [AdversarialAugmentation(cost_loss="energy")]).fit(property_module(), train, val)
 
 
 def test_repr_shows_arguments():
