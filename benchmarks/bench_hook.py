@@ -7,7 +7,7 @@ process and prints:
 * ``epoch_ratio``: mean CAL epoch time (after warm-up) / mean ERM epoch time;
 * ``adv_step_vs_floor``: measured time of one adversarial step / ((K + T + 1) x one plain
   forward+backward on the same batch), i.e. how much the implementation wastes over the floor;
-* ``cost_update_peak_ratio``: peak memory (the callback's default ``cost_loss``, energy term for potentials) of the model step that carries the cost update (forward,
+* ``cost_update_peak_ratio``: peak memory (the callback's default ``adversarial_loss``, energy term for potentials) of the model step that carries the cost update (forward,
   ``v = dR/dtheta_s``, ``dL/dtheta_s`` with graph, the Hessian-vector product, backward) / peak memory of a
   plain ERM forward+backward on the same batch. Measured with CUDA's allocator on a GPU, with the
   torch profiler's CPU allocation events on a CPU.
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     for r in rows:
         if "cost_update_total_loss_peak_ratio" in r:
-            print(f"potential, cost_loss='total' (force+stress terms in the cost update): cost/ERM memory "
+            print(f"potential, adversarial_loss='total' (force+stress terms in the cost update): cost/ERM memory "
                   f"{r['cost_update_total_loss_peak_ratio']:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"device": device_name, "settings": CAL_SETTINGS, "rows": rows}, indent=2))

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["BatchParts", "make_task"]
+__all__ = ["BatchParts", "make_task", "potential_energies"]
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,7 @@ class PotentialTask(_Task):
         energies, forces, stresses, *_ = self._forward(parts, g, lat)
         n_graphs = parts.num_graphs
         num_atoms = parts.num_atoms.to(energies.dtype)
-        e_label = parts.labels[0]
-        energy_term = module.energy_weight * self._loss(e_label / num_atoms, energies.reshape(-1) / num_atoms)
+        energy_term = self._energy_term(parts, energies)
         total = energy_term
         if module.force_weight != 0:
             batch = getattr(parts.g, "batch", None)
@@ -218,6 +217,82 @@ class PotentialTask(_Task):
     def predict(self, parts: BatchParts, g: Any = None, lat: torch.Tensor | None = None) -> torch.Tensor:  # noqa: D102
         energies = self._forward(parts, g, lat)[0].reshape(-1)
         return energies / parts.num_atoms.to(energies.dtype)
+
+    def energy_losses(self, parts: BatchParts, g: Any = None, lat: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-structure energy term of the loss ``(n_graphs,)`` from energies alone (no force graph)."""
+        energies = potential_energies(
+            self.pl_module.model, parts.g if g is None else g, parts.lat if lat is None else lat, parts.state_attr,
+            parts.l_g,
+        )
+        return self._energy_term(parts, energies)
+
+    def _energy_term(self, parts: BatchParts, energies: torch.Tensor) -> torch.Tensor:
+        n = parts.num_atoms.to(energies.dtype)
+        return self.pl_module.energy_weight * self._loss(parts.labels[0] / n, energies.reshape(-1) / n)
+
+    def head(self) -> nn.Module | None:  # noqa: D102
+        model = self.model
+        if type(model).__name__ not in ("M3GNet", "TensorNet") or getattr(model, "is_intensive", True):
+            return None
+        return getattr(model, "final_layer", None)
+
+    def head_input(self, parts: BatchParts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clean per-atom features fed to :meth:`head` ``(n_atoms, dim)``, clean energies ``(n_graphs,)`` and
+        clean per-atom head outputs ``(n_atoms,)``, without autograd history."""
+        head = self.head()
+        if head is None:
+            raise RuntimeError(f"{type(self.model).__name__} has no head fast path")
+        captured: list[torch.Tensor] = []
+
+        def grab(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            captured.extend([args[0].detach(), output.detach().reshape(-1)])
+
+        handle = head.register_forward_hook(grab)
+        try:
+            with torch.no_grad():
+                energies = potential_energies(self.pl_module.model, parts.g, parts.lat, parts.state_attr, parts.l_g)
+        finally:
+            handle.remove()
+        return captured[0], energies.detach(), captured[1]
+
+    def energy_losses_from_head_input(
+        self, parts: BatchParts, cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-structure energy losses ``(n_graphs,)`` with the per-atom features replaced by ``x``.
+
+        Exact: the energy is ``data_std * sum_atoms head(x_i) + terms independent of x``.
+        """
+        _, energies, atomic = cache
+        change = self.head()(x).reshape(-1) - atomic  # type: ignore[misc]
+        batch = getattr(parts.g, "batch", None)
+        if batch is None:
+            batch = torch.zeros(change.shape[0], dtype=torch.long, device=change.device)
+        per_graph = torch.zeros_like(energies).index_add(0, batch, change)
+        return self._energy_term(parts, energies + self.pl_module.model.data_std * per_graph)
+
+
+def potential_energies(potential: Any, g: Any, lat: torch.Tensor, state_attr: Any, l_g: Any) -> torch.Tensor:
+    """Total energies (eV, ``(n_graphs,)``) exactly as ``Potential.forward`` computes them, without forces.
+
+    ``Potential.forward`` runs under ``no_grad`` when forces and stresses are off; this keeps autograd
+    (for training on energies) but never builds the force graph.
+    """
+    g = copy.copy(g)
+    lat = lat if lat.dim() == 3 else lat.unsqueeze(0)
+    batch = getattr(g, "batch", None)
+    if batch is None:
+        batch = torch.zeros(g.num_nodes, dtype=torch.long, device=lat.device)
+    edge_lat = lat[batch[g.edge_index[0]]]
+    g.lattice = edge_lat
+    g.pbc_offshift = (g.pbc_offset.unsqueeze(-1) * edge_lat).sum(dim=1)
+    g.pos = (g.frac_coords.unsqueeze(-1) * lat[batch]).sum(dim=1)
+    energies = potential.model(g=g, state_attr=state_attr, l_g=l_g)
+    energies = potential.data_std * energies + potential.data_mean
+    if potential.calc_repuls:
+        energies = energies + potential.repuls(potential.model.element_types, g)
+    if potential.element_refs is not None:
+        energies = energies + torch.squeeze(potential.element_refs(g))
+    return energies.reshape(-1)
 
 
 def make_task(pl_module: Any) -> _Task:

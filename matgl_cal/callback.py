@@ -98,12 +98,16 @@ class AdversarialAugmentation(Callback):
             fixed (fixed-cost adversarial training).
         cost_params: Names of submodules of the bare MatGL model whose parameters form ``theta_s``
             for the cost update. ``None``: the model's final (readout) layer.
-        cost_loss: Loss whose stratified risk drives the cost update: ``"total"`` (the training loss),
-            ``"energy"`` (potentials only: the energy term), or ``"auto"`` (``"total"`` for property
-            models, ``"energy"`` for potentials, whose force/stress terms would need a third derivative
-            through the whole network: 1.9x the memory of a training step, see benchmarks/RESULTS.md).
+        adversarial_loss: Loss the attack maximises and whose stratified risk drives the cost update:
+            ``"total"`` (the training loss), ``"energy"`` (potentials only: the energy term), or ``"auto"``
+            (``"total"`` for property models, ``"energy"`` for potentials). With ``"energy"`` the attack needs
+            no force graph (readout space: the head only), and the cost update avoids a third derivative
+            through the whole network (1.9x a training step's memory, benchmarks/RESULTS.md). The model
+            steps on the adversarial batch always use the full training loss.
         perturb: ``False`` runs the control arm: the same extra optimiser steps on the same hard
             batches, without any perturbation.
+        adversarial_pool: Training-set indices eligible as adversarial seeds (targeted CAL: the labelled
+            target-domain samples, while ERM steps also see replayed source data). ``None``: all samples.
         std_momentum: Momentum of the running per-dimension standard deviation of latent covariates.
         mc_samples: Forward passes for ``hardness="mc_dropout"``.
         mc_dropout_rate: Dropout rate for ``hardness="mc_dropout"``.
@@ -130,8 +134,9 @@ class AdversarialAugmentation(Callback):
         initial_cost: float = 100.0,
         cost_step: float = 10.0,
         cost_params: Sequence[str] | None = None,
-        cost_loss: str = "auto",
+        adversarial_loss: str = "auto",
         perturb: bool = True,
+        adversarial_pool: Sequence[int] | None = None,
         std_momentum: float = 0.1,
         mc_samples: int = 8,
         mc_dropout_rate: float = 0.1,
@@ -158,8 +163,8 @@ class AdversarialAugmentation(Callback):
                 f"environments must be one of {BUILTIN_ENVIRONMENTS} or a sequence of per-sample labels, "
                 f"got {environments!r}"
             )
-        if cost_loss not in ("auto", "total", "energy"):
-            raise ValueError(f"cost_loss must be 'auto', 'total' or 'energy', got {cost_loss!r}")
+        if adversarial_loss not in ("auto", "total", "energy"):
+            raise ValueError(f"adversarial_loss must be 'auto', 'total' or 'energy', got {adversarial_loss!r}")
         _check_int("n_random_envs", n_random_envs, minimum=1)
         _check_number("alpha", alpha, minimum=0.0)
         if not alpha < 1.0:
@@ -187,10 +192,17 @@ class AdversarialAugmentation(Callback):
         self.n_random_envs = n_random_envs
         self.alpha = float(alpha)
         self.cost_params = None if cost_params is None else list(cost_params)
-        self.cost_loss = cost_loss
+        self.adversarial_loss = adversarial_loss
         #: Run readout-space attacks on the head only when the model allows it (same result, fewer passes).
         self.fast_readout = True
         self.perturb = perturb
+        if adversarial_pool is not None:
+            pool = [int(i) for i in adversarial_pool]
+            if not pool or min(pool) < 0:
+                raise ValueError(f"adversarial_pool must be a non-empty list of dataset indices >= 0, got {pool[:5]}...")
+            self.adversarial_pool: torch.Tensor | None = torch.tensor(pool, dtype=torch.long)
+        else:
+            self.adversarial_pool = None
         self.std_momentum = float(std_momentum)
         self.mc_samples = mc_samples
         self.mc_dropout_rate = float(mc_dropout_rate)
@@ -239,8 +251,10 @@ class AdversarialAugmentation(Callback):
             )
         if not pl_module.automatic_optimization:
             raise ValueError("AdversarialAugmentation needs automatic optimisation (MatGL's modules use it)")
-        if self.cost_loss == "energy" and self._task.kind != "potential":
-            raise ValueError("cost_loss='energy' needs a PotentialLightningModule; property models have one loss term")
+        if self.adversarial_loss == "energy" and self._task.kind != "potential":
+            raise ValueError(
+                "adversarial_loss='energy' needs a PotentialLightningModule; property models have one loss term"
+            )
         self._theta_s()  # validate cost_params early
 
     @override
@@ -248,6 +262,11 @@ class AdversarialAugmentation(Callback):
         if not self.enabled:
             return
         dataset = self._train_loader(trainer).dataset
+        if self.adversarial_pool is not None and int(self.adversarial_pool.max()) >= len(dataset):
+            raise ValueError(
+                f"adversarial_pool holds index {int(self.adversarial_pool.max())} but the training dataset has "
+                f"{len(dataset)} samples"
+            )
         self._env_labels = environment_labels(
             dataset, getattr(self._task.model, "element_types", ()), self.environments
         )
@@ -274,6 +293,8 @@ class AdversarialAugmentation(Callback):
             )
             n_batches = int(trainer.num_training_batches)
         order = self.ranking if self.ranking is not None else torch.randperm(n, generator=self._generator)
+        if self.adversarial_pool is not None:
+            order = order[torch.isin(order, self.adversarial_pool)]
         pool = order[: n_batches * batch_size * world].tolist()
         mine = pool[rank::world]
         self._plan = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)][:n_batches]
@@ -334,7 +355,8 @@ class AdversarialAugmentation(Callback):
         """All training indices, hardest first; identical on every process."""
         n = len(loader.dataset)
         world, rank = trainer.world_size, trainer.global_rank
-        mine = list(range(rank, n, world))
+        candidates = list(range(n)) if self.adversarial_pool is None else self.adversarial_pool.tolist()
+        mine = candidates[rank::world]
         batch_size = loader.batch_size or 1
 
         def batches() -> Iterator[BatchParts]:
@@ -349,18 +371,19 @@ class AdversarialAugmentation(Callback):
             mc_dropout_rate=self.mc_dropout_rate,
             generator=self._generator,
         )
+        m = len(candidates)
         if world > 1:
-            width = math.ceil(n / world)
+            width = math.ceil(m / world)
             padded = torch.full((width,), -math.inf)
             padded[: len(scores)] = scores
             gathered = trainer.strategy.all_gather(padded.to(pl_module.device)).reshape(world, width).cpu()
-            full = torch.empty(n)
+            full = torch.empty(m)
             for r in range(world):
-                idx = list(range(r, n, world))
-                full[idx] = gathered[r, : len(idx)]
+                count = len(range(r, m, world))
+                full[r::world] = gathered[r, :count]
             scores = full
         scores = torch.nan_to_num(scores, nan=-math.inf)
-        return torch.argsort(scores, descending=True, stable=True)
+        return torch.as_tensor(candidates)[torch.argsort(scores, descending=True, stable=True)]
 
     def _theta_s(self) -> list[torch.Tensor]:
         model = self._task.model
@@ -409,7 +432,9 @@ class AdversarialAugmentation(Callback):
             u.mul_(torch.clamp(self.max_perturbation / norms.clamp_min(1e-30), max=1.0))
 
     def _head_fast_path(self) -> bool:
-        return self.fast_readout and isinstance(self.space, ReadoutSpace) and self._task.head() is not None
+        if not (self.fast_readout and isinstance(self.space, ReadoutSpace) and self._task.head() is not None):
+            return False
+        return self._task.kind == "property" or self._cost_on_energy()
 
     def _attack(self, parts: BatchParts) -> _Delta | None:
         """K ascent steps; None (with a warning) when the objective or its gradient is not finite.
@@ -419,11 +444,23 @@ class AdversarialAugmentation(Callback):
         """
         task, space = self._task, self.space
         delta = _Delta(self._scale_fn)
-        if self._head_fast_path():
+        if self._head_fast_path() and task.kind == "property":
             clean = task.head_input(parts)
 
             def losses_of() -> torch.Tensor:
                 return task.losses_from_head_input(parts, clean + delta(clean))
+
+        elif self._head_fast_path():
+            cache = task.head_input(parts)
+
+            def losses_of() -> torch.Tensor:
+                return task.energy_losses_from_head_input(parts, cache, cache[0] + delta(cache[0]))
+
+        elif task.kind == "potential" and self._cost_on_energy():
+
+            def losses_of() -> torch.Tensor:
+                with space.inject(task.model, parts.g, parts.lat, delta) as (g, lat):
+                    return task.energy_losses(parts, g, lat)
 
         else:
 
@@ -519,9 +556,9 @@ class AdversarialAugmentation(Callback):
         )
 
     def _cost_on_energy(self) -> bool:
-        if self.cost_loss == "auto":
+        if self.adversarial_loss == "auto":
             return self._task.kind == "potential"
-        return self.cost_loss == "energy"
+        return self.adversarial_loss == "energy"
 
     def _skip(self, why: str) -> None:
         self.skipped_steps += 1

@@ -7,7 +7,7 @@ move along ``-dR/dw`` where ``R`` is the environment-stratified risk, computed b
 
     dR/dw_j  ∝  sum_rows  g[r, j] * delta[r, j],     g = d/d(delta) <v, dL/dtheta_s>,  v = dR/dtheta_s
 
-(see ``docs/ALGORITHM.md``). ``g`` is one Hessian-vector product (double backward): the Jacobian
+(see ``docs/hook.md``). ``g`` is one Hessian-vector product (double backward): the Jacobian
 ``d(dL/dtheta_s)/d(delta)`` of shape ``(n_rows, |theta_s|, dim)`` is never built.
 """
 

@@ -175,6 +175,23 @@ def test_readout_fast_path_equals_full_forward(family):
     )
 
 
+def test_potential_energy_attack_fast_path_equals_full_forward():
+    cb, module, batch = _prepared("readout", potential=True, attack_steps=3)
+    assert cb._head_fast_path()
+    parts = cb._task.split(batch)
+    total, energy_term = cb._task.per_sample_loss_terms(parts)
+    torch.testing.assert_close(cb._task.energy_losses(parts), energy_term, rtol=1e-5, atol=1e-7)
+    cache = cb._task.head_input(parts)
+    torch.testing.assert_close(cb._task.energy_losses_from_head_input(parts, cache, cache[0]), energy_term,
+                               rtol=1e-5, atol=1e-7)
+    fast = cb._attack(parts)
+    cb.fast_readout = False
+    cb.running_std = None
+    slow = cb._attack(parts)
+    torch.testing.assert_close(fast.u, slow.u, rtol=1e-4, atol=1e-6)
+    assert fast.u.abs().max() > 0
+
+
 def test_mc_dropout_fast_path_equals_hooked_forward(monkeypatch):
     from matgl_cal.hardness import compute_hardness
 
@@ -193,11 +210,11 @@ def test_potential_cost_update_on_energy_term_by_default():
     module = potential_module()
     cb._task = make_task(module)
     assert cb._cost_on_energy()
-    cb.cost_loss = "total"
+    cb.adversarial_loss = "total"
     assert not cb._cost_on_energy()
     ds = b.potential_dataset(6)
     train, val = b.loaders(ds, 3)
-    total_cb = AdversarialAugmentation(warmup_epochs=0, adversarial_batches=1, cost_loss="total")
+    total_cb = AdversarialAugmentation(warmup_epochs=0, adversarial_batches=1, adversarial_loss="total")
     trainer(1, [total_cb], potential=True).fit(potential_module(), train, val)
     assert total_cb.costs.n_updates == 1 and torch.isfinite(total_cb.costs.costs).all()
 
@@ -349,7 +366,7 @@ def test_space_registry_accepts_user_space():
         ({"hardness": "entropy"}, ValueError, "hardness must be one of"),
         ({"environments": "elements"}, ValueError, "environments must be one of"),
         ({"attack_optimizer": "lbfgs"}, ValueError, "attack_optimizer must be"),
-        ({"cost_loss": "forces"}, ValueError, "cost_loss must be 'auto', 'total' or 'energy'"),
+        ({"adversarial_loss": "forces"}, ValueError, "adversarial_loss must be 'auto', 'total' or 'energy'"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -421,11 +438,11 @@ def test_bad_cost_params():
         trainer(1, [cb]).fit(property_module(), train, val)
 
 
-def test_energy_cost_loss_needs_a_potential():
+def test_energy_adversarial_loss_needs_a_potential():
     ds = b.property_dataset(8)
     train, val = b.loaders(ds, 4)
-    with pytest.raises(ValueError, match="cost_loss='energy' needs a PotentialLightningModule"):
-        trainer(1, [AdversarialAugmentation(cost_loss="energy")]).fit(property_module(), train, val)
+    with pytest.raises(ValueError, match="adversarial_loss='energy' needs a PotentialLightningModule"):
+        trainer(1, [AdversarialAugmentation(adversarial_loss="energy")]).fit(property_module(), train, val)
 
 
 def test_repr_shows_arguments():
