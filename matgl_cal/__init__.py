@@ -12,7 +12,11 @@ The public API:
 from __future__ import annotations
 
 from matgl_cal.callback import CAL, AdversarialAugmentation
+from matgl_cal.calculators import CommitteeCalculator, potential_calculator
 from matgl_cal.costs import CostState, cost_gradient_direction, stratified_risk
+from matgl_cal.finetune import FinetuneResult, evaluate, finetune_adversarial, rattled
+from matgl_cal.labelled import LabelledData, read_labelled
+from matgl_cal.models import load_pretrained
 from matgl_cal.spaces import (
     EmbeddingSpace,
     LatentModuleSpace,
@@ -30,8 +34,11 @@ __version__ = "0.1.0"
 __all__ = [
     "CAL",
     "AdversarialAugmentation",
+    "CommitteeCalculator",
     "CostState",
     "EmbeddingSpace",
+    "FinetuneResult",
+    "LabelledData",
     "LatentModuleSpace",
     "PerturbationSpace",
     "PositionsSpace",
@@ -40,7 +47,13 @@ __all__ = [
     "__version__",
     "available_spaces",
     "cost_gradient_direction",
+    "evaluate",
+    "finetune_adversarial",
     "get_space",
+    "load_pretrained",
+    "potential_calculator",
+    "rattled",
+    "read_labelled",
     "register_space",
     "stratified_risk",
 ]

@@ -1,0 +1,564 @@
+"""Targeted adversarial fine-tuning of pretrained MatGL models: :func:`finetune_adversarial`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from matgl.utils.training import ModelLightningModule, PotentialLightningModule
+from pymatgen.core import Structure
+from torch.utils.data import ConcatDataset, DataLoader
+from typing_extensions import override
+
+from matgl_cal._predict import predict_potential, predict_property
+from matgl_cal._tasks import potential_energies
+from matgl_cal.callback import AdversarialAugmentation
+from matgl_cal.labelled import LabelledData, check_elements, collate_fn_for, read_labelled, to_mgl_dataset
+from matgl_cal.models import is_potential, load_pretrained
+
+__all__ = ["FinetuneResult", "evaluate", "finetune_adversarial", "rattled"]
+
+log = logging.getLogger(__name__)
+
+ENERGY_OFFSETS = ("ridge", "median", None)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune_adversarial` returns.
+
+    Attributes:
+        model: The adapted model (same class as the input; a ``Potential`` for potentials), eval mode, CPU.
+            ``model.save(dir)`` then ``matgl.load_model(dir)`` reproduces its predictions.
+        pretrained: The untouched pretrained model.
+        members: All fine-tuned members (``n_models`` of them; ``members[0] is model``).
+        history: One dict per epoch: target/validation losses and CAL statistics.
+        evaluation: ``{"before": {...}, "after": {...}}`` metrics on the held-out data given
+            (``eval_target``, ``eval_source``) and on the fit set's validation part.
+        settings: The resolved settings (for reproducibility).
+        wise_alpha: The WiSE-FT mixing coefficient used (1.0 = plain fine-tuned weights).
+        energy_offset: Per-atom offset (eV/atom) or per-element deltas applied before fine-tuning, or None.
+        output_dir: Where the result was written, or None.
+    """
+
+    model: torch.nn.Module
+    pretrained: torch.nn.Module
+    members: list[torch.nn.Module]
+    history: list[dict[str, float]]
+    evaluation: dict[str, dict[str, float]]
+    settings: dict[str, Any]
+    wise_alpha: float = 1.0
+    energy_offset: Any = None
+    output_dir: Path | None = None
+    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def calculator(self) -> Any:
+        """An ASE calculator: energies (eV), forces (eV/A), stress (eV/A^3).
+
+        With one member a ``matgl.ext.ase.PESCalculator``; with several a
+        :class:`matgl_cal.calculators.CommitteeCalculator` that adds ``energy_var``, ``forces_var``
+        and ``stress_var`` to its results.
+        """
+        from matgl_cal.calculators import CommitteeCalculator, potential_calculator
+
+        if not is_potential(self.model):
+            raise TypeError("calculator() needs a potential; this result holds a property model")
+        if len(self.members) > 1:
+            return CommitteeCalculator(self.members)
+        return potential_calculator(self.model)
+
+
+def rattled(structures: Sequence[Structure], *, amplitude: float = 0.05, seed: int = 0) -> list[Structure]:
+    """Copies of ``structures`` with every atom displaced by a Gaussian of ``amplitude`` Angstrom per axis.
+
+    Useful as source-like structures for distillation and for measuring force drift.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in structures:
+        c = s.copy()
+        disp = rng.normal(0.0, amplitude, size=(len(c), 3))
+        for i in range(len(c)):
+            c.translate_sites([i], disp[i], frac_coords=False, to_unit_cell=True)
+        out.append(c)
+    return out
+
+
+# --------------------------------------------------------------------------- modules
+class EnergyOnlyPotentialModule(PotentialLightningModule):
+    """A ``PotentialLightningModule`` for energy-only data: no force/stress autograd at all.
+
+    MatGL's own step computes forces even at ``force_weight=0`` (2-5x slower); this module's forward
+    returns zero forces without building their graph. Use with ``force_weight=0``, ``stress_weight=0``.
+    """
+
+    @override
+    def forward(self, g: Any, lat: torch.Tensor, l_g: Any = None, state_attr: torch.Tensor | None = None) -> tuple:
+        energies = potential_energies(self.model, g, lat, state_attr, l_g)
+        zeros = energies.new_zeros(g.num_nodes, 3)
+        return energies, zeros, energies.new_zeros(1), energies.new_zeros(1)
+
+
+def _carry_potential(potential: Any, *, energy_only: bool, weights: dict[str, float], lr: float, epochs: int) -> Any:
+    """A Lightning module training ``potential``'s model with its element refs, mean and std carried over."""
+    cls = EnergyOnlyPotentialModule if energy_only else PotentialLightningModule
+    refs = None
+    if potential.element_refs is not None:
+        refs = potential.element_refs.property_offset.detach().cpu().numpy()
+    module = cls(
+        model=potential.model,
+        element_refs=refs,
+        data_mean=potential.data_mean.detach().cpu().numpy().tolist(),
+        data_std=potential.data_std.detach().cpu().numpy().tolist(),
+        energy_weight=weights["energy"],
+        force_weight=0.0 if energy_only else weights["force"],
+        stress_weight=0.0 if energy_only else weights["stress"],
+        loss="mse_loss",
+        lr=lr,
+        decay_steps=max(epochs, 1),
+        decay_alpha=0.1,
+    )
+    module.model.calc_repuls = potential.calc_repuls
+    if potential.calc_repuls:
+        module.model.repuls = potential.repuls
+    return module
+
+
+# --------------------------------------------------------------------------- callbacks
+class _L2SP(Callback):
+    """L2-SP toward the starting weights, as a decoupled proximal step after every optimiser step.
+
+    For the penalty ``strength * ||theta - theta_0||^2`` and a step of learning rate ``lr`` the
+    proximal update is ``theta <- theta_0 + (theta - theta_0) / (1 + 2 * lr * strength)``. Unlike a
+    gradient term it is not undone by Adam's normalisation, and a huge strength pins the weights to
+    ``theta_0``. It hooks the optimiser, so the CAL callback's extra steps are covered too.
+    """
+
+    def __init__(self, strength: float, reference: dict[str, torch.Tensor]) -> None:
+        self.strength = strength
+        self.reference = reference
+        self._handles: list[Any] = []
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        refs = {id(p): self.reference[n].to(p.device) for n, p in pl_module.named_parameters() if n in self.reference}
+
+        def hook(optimizer: Any, _args: Any, _kwargs: Any) -> None:
+            with torch.no_grad():
+                for group in optimizer.param_groups:
+                    shrink = 1.0 / (1.0 + 2.0 * float(group["lr"]) * self.strength)
+                    for p in group["params"]:
+                        ref = refs.get(id(p))
+                        if ref is not None and p.requires_grad:
+                            p.copy_(ref + (p - ref) * shrink)
+
+        self._handles = [opt.register_step_post_hook(hook) for opt in trainer.optimizers]
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+class _History(Callback):
+    """Per-epoch metrics from ``trainer.callback_metrics`` plus the best-validation weights."""
+
+    def __init__(self, monitor: str | None) -> None:
+        self.monitor = monitor
+        self.rows: list[dict[str, float]] = []
+        self.best_score = math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = -1
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        row = {"epoch": float(trainer.current_epoch)}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1})
+        self.rows.append(row)
+        score = row.get(self.monitor) if self.monitor else None
+        if score is not None and score < self.best_score:
+            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(model: Any, data: LabelledData, *, reference: Any = None) -> dict[str, float]:
+    """Errors of ``model`` on labelled ``data``, or its deviation from ``reference`` when given.
+
+    Potentials: ``energy_mae``/``energy_rmse`` in eV/atom, ``force_mae`` in eV/A (when forces are
+    labelled, or always against a reference). Property models: ``mae``/``rmse`` in the target's units.
+    With ``reference`` the "labels" are the reference model's own predictions (drift / retention).
+    """
+    if is_potential(model):
+        want_forces = data.forces is not None or reference is not None
+        e, f = predict_potential(model, data.structures, forces=want_forces)
+        if reference is not None:
+            e_ref, f_ref = predict_potential(reference, data.structures, forces=True)
+        else:
+            e_ref, f_ref = data.energies, data.forces
+        n = data.n_atoms
+        err = (e - e_ref) / n
+        out = {"energy_mae": float(np.mean(np.abs(err))), "energy_rmse": float(np.sqrt(np.mean(err**2)))}
+        if want_forces and f_ref is not None:
+            out["force_mae"] = float(np.mean(np.abs(np.concatenate(f) - np.concatenate(f_ref))))
+        return out
+    pred = predict_property(model, data.structures)
+    ref = predict_property(reference, data.structures) if reference is not None else data.targets
+    err = pred - ref
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
+
+
+def _score(metrics: dict[str, float]) -> float:
+    return metrics.get("energy_mae", metrics.get("mae", math.inf))
+
+
+# --------------------------------------------------------------------------- main entry
+def finetune_adversarial(
+    model: Any,
+    target: Any,
+    *,
+    source: Any = None,
+    adversarial: bool = True,
+    target_key: str | None = None,
+    stress_unit: str = "eV/A3",
+    epochs: int = 30,
+    batch_size: int = 8,
+    lr: float = 3e-4,
+    energy_weight: float = 1.0,
+    force_weight: float = 1.0,
+    stress_weight: float = 0.0,
+    energy_offset: str | None = "ridge",
+    replay_ratio: float = 1.0,
+    distill: Sequence[Structure] | None = None,
+    l2sp: float = 0.0,
+    wise_ft: bool = False,
+    freeze: Sequence[str] | None = None,
+    val_fraction: float = 0.25,
+    early_stopping_patience: int | None = 10,
+    cal_kwargs: dict[str, Any] | None = None,
+    eval_target: Any = None,
+    eval_source: Any = None,
+    n_models: int = 1,
+    seed: int = 0,
+    device: str = "auto",
+    models_dir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Adapt a pretrained MatGL model to one target domain from a few labelled samples.
+
+    The target samples are split into a fit part and a validation part (``val_fraction``). Training
+    runs Lightning on the fit part plus replayed source samples; with ``adversarial=True`` the CAL
+    hook takes its adversarial seeds from the *target* samples only (targeted CAL), while ERM steps
+    see target and replay samples alike. ``adversarial=False`` is conventional fine-tuning with
+    everything else identical (the baseline).
+
+    Args:
+        model: A MatGL model or ``Potential``, a local model directory, or a model name (looked up in
+            ``models_dir``, ``$MATGL_CAL_MODELS``, then MatGL's hub; offline fails fast).
+        target: Labelled target-domain data: anything :func:`matgl_cal.read_labelled` accepts
+            (lists of ASE ``Atoms`` / pymatgen ``Structure`` + labels, extxyz/JSON/CSV paths, ``LabelledData``).
+            Energies are per structure (eV); energy-only data trains without any force autograd.
+        source: Labelled source-domain data replayed during training (same label layout as ``target``).
+        adversarial: Targeted CAL (True) or conventional fine-tuning (False).
+        target_key: Property name for property data (see ``read_labelled``).
+        stress_unit: Unit of stress labels in ``target``/``source``: ``"eV/A3"`` (ASE) or ``"GPa"``.
+        epochs: Maximum epochs. batch_size: Structures per batch. lr: Adam learning rate.
+        energy_weight, force_weight, stress_weight: Loss weights for potentials (forces and stresses
+            only when labelled).
+        energy_offset: Potentials: a cheap correction applied before fine-tuning: ``"ridge"``
+            (regularised per-element reference refit), ``"median"`` (one per-atom offset) or None.
+        replay_ratio: Replayed source (or distillation) samples per fit sample, drawn once per run.
+        distill: Potentials without source labels: source-like structures labelled by the pretrained
+            model (energies; forces too when the target has forces) and replayed (distillation).
+        l2sp: Strength of the L2-SP penalty ``l2sp * ||theta - theta_0||^2`` toward the starting weights,
+            applied as a proximal step after every optimiser step (robust to Adam's scaling).
+        wise_ft: WiSE-FT: interpolate ``theta_0 + a (theta - theta_0)``, ``a`` chosen on the validation part.
+        freeze: Parameter-name prefixes (of the bare model, e.g. ``"embedding"``) kept frozen.
+        val_fraction: Share of the target held out for early stopping / WiSE-FT (0 disables both).
+        early_stopping_patience: Epochs without validation improvement before stopping (None: never).
+        cal_kwargs: Overrides for :class:`AdversarialAugmentation` (targeted defaults: ``warmup_epochs=1``,
+            ``rerank_every=1``, ``adversarial_batches`` = fit batches, ``adversarial_pool`` = the fit samples).
+        eval_target, eval_source: Held-out labelled data evaluated before and after.
+        n_models: Fine-tune this many members (seeds ``seed .. seed + n_models - 1``) for a committee.
+        seed: Random seed. device: ``"auto"``, ``"cpu"`` or ``"gpu"`` (Lightning accelerator).
+        models_dir: Directory of named models. output_dir: Write the result here (atomically).
+        overwrite: Allow a non-empty ``output_dir``. progress: Show Lightning's progress bar.
+
+    Returns:
+        A :class:`FinetuneResult`.
+    """
+    _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, replay_ratio=replay_ratio, l2sp=l2sp,
+                    val_fraction=val_fraction, n_models=n_models, energy_offset=energy_offset,
+                    stress_unit=stress_unit)
+    out_path = _check_output_dir(output_dir, overwrite)
+    pretrained = load_pretrained(model, models_dir=models_dir)
+    potential = is_potential(pretrained)
+    data = target if isinstance(target, LabelledData) else read_labelled(target, target_key=target_key,
+                                                                          stress_unit=stress_unit)
+    _check_data(data, pretrained, potential, "target")
+    if len(data) < 2:
+        raise ValueError(f"target must hold at least 2 labelled structures, got {len(data)}")
+    src = None
+    if source is not None:
+        src = source if isinstance(source, LabelledData) else read_labelled(source, target_key=target_key,
+                                                                            stress_unit=stress_unit)
+        _check_data(src, pretrained, potential, "source")
+    evals = {
+        name: (d if isinstance(d, LabelledData) or d is None else read_labelled(d, target_key=target_key,
+                                                                                 stress_unit=stress_unit))
+        for name, d in (("eval_target", eval_target), ("eval_source", eval_source))
+    }
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data))
+    n_val = int(round(val_fraction * len(data))) if len(data) >= 8 else 0
+    val_data = data.subset(order[:n_val]) if n_val else None
+    fit_data = data.subset(order[n_val:])
+    if len(fit_data) < batch_size:
+        raise ValueError(
+            f"the target's fit part has {len(fit_data)} structures, fewer than batch_size={batch_size}; "
+            "lower batch_size or give more target samples"
+        )
+
+    start = copy.deepcopy(pretrained).cpu()
+    offset_info = None
+    if potential and energy_offset is not None:
+        from matgl_cal.baselines import fit_energy_offset, refit_element_refs
+
+        fitter = refit_element_refs if energy_offset == "ridge" else fit_energy_offset
+        start, offset_info = fitter(start, fit_data)
+        offset_info = offset_info.tolist() if isinstance(offset_info, np.ndarray) else offset_info
+
+    replay = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
+    settings = {k: v for k, v in locals().items() if k in _SETTING_NAMES}
+    members, histories, alphas = [], [], []
+    for k in range(n_models):
+        member, history, alpha = _fit_member(
+            start, fit_data, val_data, replay, potential=potential, adversarial=adversarial, epochs=epochs,
+            batch_size=batch_size, lr=lr, weights={"energy": energy_weight, "force": force_weight,
+                                                  "stress": stress_weight},
+            l2sp=l2sp, wise_ft=wise_ft, freeze=freeze, patience=early_stopping_patience,
+            cal_kwargs=cal_kwargs or {}, seed=seed + k, device=device, progress=progress,
+        )
+        members.append(member)
+        histories.append(history)
+        alphas.append(alpha)
+
+    evaluation: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+    for stage, m in (("before", pretrained), ("after", members[0])):
+        if val_data is not None:
+            evaluation[stage].update({f"target_val_{k}": v for k, v in evaluate(m, val_data).items()})
+        for name, d in evals.items():
+            if d is not None:
+                evaluation[stage].update({f"{name}_{k}": v for k, v in evaluate(m, d).items()})
+    result = FinetuneResult(
+        model=members[0], pretrained=pretrained, members=members, history=histories[0], evaluation=evaluation,
+        settings=settings, wise_alpha=alphas[0], energy_offset=offset_info,
+    )
+    if out_path is not None:
+        _write_result(result, out_path)
+        result.output_dir = out_path
+    return result
+
+
+_SETTING_NAMES = (
+    "adversarial", "epochs", "batch_size", "lr", "energy_weight", "force_weight", "stress_weight", "energy_offset",
+    "replay_ratio", "l2sp", "wise_ft", "freeze", "val_fraction", "early_stopping_patience", "cal_kwargs",
+    "n_models", "seed", "stress_unit",
+)
+
+
+def _fit_member(
+    start: Any, fit_data: LabelledData, val_data: LabelledData | None, replay: LabelledData | None, *,
+    potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, weights: dict[str, float],
+    l2sp: float, wise_ft: bool, freeze: Sequence[str] | None, patience: int | None, cal_kwargs: dict[str, Any],
+    seed: int, device: str, progress: bool,
+) -> tuple[Any, list[dict[str, float]], float]:
+    L.seed_everything(seed, workers=True, verbose=False)
+    work = copy.deepcopy(start).cpu().train()
+    bare = work.model if potential else work
+    energy_only = potential and fit_data.forces is None
+    if potential:
+        module = _carry_potential(work, energy_only=energy_only, weights=weights, lr=lr, epochs=epochs)
+    else:
+        module = ModelLightningModule(model=bare, data_mean=0.0, data_std=1.0, loss="mse_loss", lr=lr,
+                                      decay_steps=max(epochs, 1), decay_alpha=0.1)
+    if freeze:
+        for name, p in bare.named_parameters():
+            if any(name.startswith(prefix) for prefix in freeze):
+                p.requires_grad_(False)
+
+    element_types = tuple(bare.element_types)
+    cutoff = float(bare.cutoff)
+    fit_ds = to_mgl_dataset(fit_data, element_types=element_types, cutoff=cutoff)
+    train_ds: Any = fit_ds
+    if replay is not None and len(replay):
+        train_ds = ConcatDataset([fit_ds, to_mgl_dataset(replay, element_types=element_types, cutoff=cutoff)])
+    collate = collate_fn_for(fit_ds)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
+    val_loader = None
+    if val_data is not None:
+        val_ds = to_mgl_dataset(val_data, element_types=element_types, cutoff=cutoff)
+        val_loader = DataLoader(val_ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+    monitor = ("val_Energy_MAE" if potential else "val_MAE") if val_loader is not None else None
+    history = _History(monitor)
+    callbacks: list[Callback] = [history]
+    reference = {n: p.detach().clone() for n, p in module.named_parameters()}
+    if l2sp > 0:
+        callbacks.append(_L2SP(l2sp, reference))
+    if adversarial:
+        n_fit_batches = math.ceil(len(fit_ds) / batch_size)
+        kwargs = {"warmup_epochs": 1, "rerank_every": 1, "adversarial_batches": n_fit_batches,
+                  "adversarial_pool": list(range(len(fit_ds))), "seed": seed}
+        kwargs.update(cal_kwargs)
+        callbacks.append(AdversarialAugmentation(**kwargs))
+    if monitor is not None and patience is not None:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor=monitor, patience=patience, mode="min"))
+
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = L.Trainer(
+            max_epochs=epochs, accelerator="gpu" if device == "cuda" else device, devices=1, callbacks=callbacks,
+            logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+            inference_mode=False, default_root_dir=scratch, num_sanity_val_steps=0,
+        )
+        trainer.fit(module, train_loader, val_loader)
+    if history.best_state is not None:
+        module.load_state_dict(history.best_state)
+    module = module.cpu()
+    for p in module.parameters():
+        p.requires_grad_(True)
+
+    # Same class and construction arguments as the start model (so save/load round-trips), trained weights.
+    result = copy.deepcopy(start)
+    result.load_state_dict(module.model.state_dict())
+    alpha = 1.0
+    if wise_ft and val_data is not None:
+        alpha, result = _wise_ft(start, result, val_data)
+    return result.eval(), history.rows, alpha
+
+
+def _wise_ft(start: Any, tuned: Any, val_data: LabelledData) -> tuple[float, Any]:
+    """Pick ``a`` in {0, 0.1, ..., 1} minimising the validation error of ``theta_0 + a (theta - theta_0)``."""
+    base = {k: v.detach().clone() for k, v in start.state_dict().items()}
+    final = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
+    best = (math.inf, 1.0)
+    for a in np.linspace(0.0, 1.0, 11):
+        mixed = {k: base[k] + float(a) * (final[k] - base[k]) if final[k].is_floating_point() else final[k]
+                 for k in final}
+        tuned.load_state_dict(mixed)
+        score = _score(evaluate(tuned, val_data))
+        if score < best[0] - 1e-12:
+            best = (score, float(a))
+    a = best[1]
+    tuned.load_state_dict({k: base[k] + a * (final[k] - base[k]) if final[k].is_floating_point() else final[k]
+                           for k in final})
+    return a, tuned
+
+
+def _replay_data(
+    pretrained: Any, potential: bool, fit: LabelledData, source: LabelledData | None,
+    distill: Sequence[Structure] | None, ratio: float, rng: np.random.Generator,
+) -> LabelledData | None:
+    n = int(round(ratio * len(fit)))
+    if n == 0 or (source is None and distill is None):
+        return None
+    if source is not None:
+        pool = source
+    else:
+        structures = list(distill)  # type: ignore[arg-type]
+        if not potential:
+            targets = predict_property(pretrained, structures)
+            pool = LabelledData(structures=structures, targets=targets)
+        else:
+            energies, forces = predict_potential(pretrained, structures, forces=fit.forces is not None)
+            pool = LabelledData(structures=structures, energies=energies, forces=forces)
+    pick = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+    chosen = pool.subset(pick)
+    if potential and fit.forces is None:  # match the fit data's label layout
+        chosen = LabelledData(structures=chosen.structures, energies=chosen.energies)
+    elif potential and chosen.forces is None:
+        raise ValueError("the target has force labels but the replayed source data has none; give forces for both")
+    if potential and fit.stresses is None and chosen.stresses is not None:
+        chosen = LabelledData(structures=chosen.structures, energies=chosen.energies, forces=chosen.forces)
+    return chosen
+
+
+def _check_data(data: LabelledData, model: Any, potential: bool, name: str) -> None:
+    if potential and data.kind != "potential":
+        raise ValueError(f"{name} holds property targets but the model is a potential: give energies (eV)")
+    if not potential and data.kind == "potential":
+        what = "force labels" if data.forces is not None else "energies"
+        raise ValueError(
+            f"{name} holds {what} but the model is a property model ({type(model).__name__}); "
+            "give one property value per structure (target_key=...)"
+        )
+    bare = model.model if potential else model
+    check_elements(data, tuple(bare.element_types))
+
+
+def _check_settings(**kw: Any) -> None:
+    def positive_int(name: str) -> None:
+        v = kw[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+
+    for name in ("epochs", "batch_size", "n_models"):
+        positive_int(name)
+    if not (isinstance(kw["lr"], (int, float)) and math.isfinite(kw["lr"]) and kw["lr"] > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {kw['lr']!r}")
+    for name in ("replay_ratio", "l2sp"):
+        v = kw[name]
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if not (0 <= kw["val_fraction"] < 1):
+        raise ValueError(f"val_fraction must lie in [0, 1), got {kw['val_fraction']!r}")
+    if kw["energy_offset"] not in ENERGY_OFFSETS:
+        raise ValueError(f"energy_offset must be one of {ENERGY_OFFSETS}, got {kw['energy_offset']!r}")
+    if kw["stress_unit"] not in ("eV/A3", "GPa"):
+        raise ValueError(f"stress_unit must be 'eV/A3' or 'GPa', got {kw['stress_unit']!r}")
+
+
+def _check_output_dir(output_dir: Any, overwrite: bool) -> Path | None:
+    if output_dir is None:
+        return None
+    path = Path(output_dir)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise ValueError(f"output_dir {str(path)!r} exists and is not empty; pass overwrite=True to replace it")
+    return path
+
+
+def _write_result(result: FinetuneResult, path: Path) -> None:
+    """Write model(s), history and evaluation to ``path`` atomically (temp dir + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        result.model.save(tmp / "model")
+        for i, member in enumerate(result.members[1:], start=1):
+            member.save(tmp / "members" / str(i))
+        (tmp / "history.json").write_text(json.dumps(result.history, indent=1))
+        summary = {"evaluation": result.evaluation, "settings": result.settings, "wise_alpha": result.wise_alpha,
+                   "energy_offset": result.energy_offset}
+        (tmp / "result.json").write_text(json.dumps(summary, indent=1, default=str))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,291 @@
+"""finetune_adversarial on tiny pretrained models made here (and once on the shared universal potential)."""
+
+from __future__ import annotations
+
+import copy
+
+import matgl
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.io import write
+from matgl.apps.pes import Potential
+
+import builders as b
+from matgl_cal import finetune_adversarial
+from matgl_cal.finetune import EnergyOnlyPotentialModule, _replay_data, evaluate, rattled
+from matgl_cal.labelled import LabelledData, read_labelled
+
+
+def emt_atoms(n: int, seed: int = 0, scale: float = 1.0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        atoms = bulk(("Cu", "Ni", "Al")[i % 3], "fcc", a=(3.6 + 0.1 * rng.random()) * scale, cubic=True)
+        atoms[1].symbol = ("Ni", "Al", "Cu")[i % 3]
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        out.append(atoms)
+    return out
+
+
+@pytest.fixture
+def tiny_potential(tmp_path):
+    torch.manual_seed(0)
+    pot = Potential(model=b.tiny_model("M3GNet", intensive=False), calc_stresses=True)
+    path = tmp_path / "tiny-pot"
+    pot.save(path)
+    return pot, path
+
+
+def energy_only(atoms_list):
+    data = read_labelled(atoms_list)
+    return LabelledData(structures=data.structures, energies=data.energies)
+
+
+FAST = {"epochs": 2, "batch_size": 2, "lr": 1e-3, "val_fraction": 0.25, "energy_offset": None}
+
+
+@pytest.mark.parametrize("adversarial", [False, True])
+def test_potential_with_forces(tiny_potential, adversarial):
+    pot, path = tiny_potential
+    result = finetune_adversarial(path, emt_atoms(8), adversarial=adversarial, eval_target=emt_atoms(4, seed=5),
+                                  **FAST)
+    assert type(result.model) is Potential
+    assert len(result.history) == 2 and "val_Energy_MAE" in result.history[-1]
+    if adversarial:
+        assert any("cal_adv_loss" in row for row in result.history)
+    else:
+        assert not any("cal_adv_loss" in row for row in result.history)
+    for stage in ("before", "after"):
+        assert {"eval_target_energy_mae", "eval_target_force_mae", "target_val_energy_mae"} <= set(
+            result.evaluation[stage]
+        )
+    changed = any(not torch.equal(p, q) for p, q in zip(pot.parameters(), result.model.parameters(), strict=True))
+    assert changed
+
+
+def test_every_model_form_and_save_load_round_trip(tiny_potential, tmp_path, monkeypatch):
+    pot, path = tiny_potential
+    data = emt_atoms(6)
+    by_object = finetune_adversarial(pot, data, adversarial=False, seed=1, **FAST)
+    by_dir = finetune_adversarial(str(path), data, adversarial=False, seed=1, **FAST)
+    by_name = finetune_adversarial("tiny-pot", data, adversarial=False, seed=1, models_dir=tmp_path, **FAST)
+    monkeypatch.setenv("MATGL_CAL_MODELS", str(tmp_path))
+    by_env = finetune_adversarial("tiny-pot", data, adversarial=False, seed=1, **FAST)
+    structures = read_labelled(data).structures
+    from matgl_cal._predict import predict_potential
+
+    reference = predict_potential(by_object.model, structures)[0]
+    for other in (by_dir, by_name, by_env):
+        np.testing.assert_allclose(predict_potential(other.model, structures)[0], reference, rtol=1e-5)
+    out = tmp_path / "saved"
+    by_object.model.save(out)
+    reloaded = matgl.load_model(out)
+    e1, f1 = predict_potential(by_object.model, structures)
+    e2, f2 = predict_potential(reloaded, structures)
+    np.testing.assert_allclose(e2, e1, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate(f2), np.concatenate(f1), rtol=0, atol=1e-6)
+
+
+def test_target_forms(tiny_potential, tmp_path):
+    pot, _ = tiny_potential
+    atoms = emt_atoms(6)
+    xyz = tmp_path / "target.extxyz"
+    write(xyz, atoms)
+    data = read_labelled(atoms)
+    for form in (atoms, str(xyz), data, (data.structures, {"energies": data.energies, "forces": data.forces})):
+        if isinstance(form, tuple):
+            result = finetune_adversarial(pot, read_labelled(form[0], labels=form[1]), adversarial=False, **FAST)
+        else:
+            result = finetune_adversarial(pot, form, adversarial=False, **FAST)
+        assert result.history
+
+
+def test_energy_only_target_never_builds_force_graphs(tiny_potential, monkeypatch):
+    pot, _ = tiny_potential
+    data = energy_only(emt_atoms(8))
+
+    def no_forces(*args, **kwargs):
+        raise AssertionError("Potential.forward (force autograd) must not run while training on energies")
+
+    result_holder = {}
+    original = EnergyOnlyPotentialModule.forward
+
+    def spy(self, *args, **kwargs):
+        result_holder["used"] = True
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EnergyOnlyPotentialModule, "forward", spy)
+    monkeypatch.setattr(Potential, "forward", no_forces)
+    with monkeypatch.context() as m:
+        m.setattr("matgl_cal.finetune.evaluate", lambda *a, **k: {})
+        finetune_adversarial(pot, data, adversarial=True, **{**FAST, "val_fraction": 0.0})
+    assert result_holder["used"]
+
+
+def test_energy_only_module_energies_equal_potential():
+    from matgl_cal._tasks import potential_energies
+
+    torch.manual_seed(0)
+    pot = Potential(model=b.tiny_model("M3GNet", intensive=False), element_refs=np.linspace(-1, 1, 4))
+    ds = b.potential_dataset(4)
+    loader, _ = b.loaders(ds, 4, shuffle=False)
+    g, lat, state, *_ = next(iter(loader))
+    expected = pot(g=g, lat=lat, state_attr=state)[0]
+    torch.testing.assert_close(potential_energies(pot, g, lat, state, None), expected, rtol=1e-6, atol=1e-5)
+
+
+def test_l2sp_huge_strength_keeps_pretrained_weights(tiny_potential):
+    pot, _ = tiny_potential
+    data = emt_atoms(6)
+    free = finetune_adversarial(pot, data, adversarial=False, **FAST)
+    held = finetune_adversarial(pot, data, adversarial=False, l2sp=1e6, **FAST)
+
+    def distance(m):
+        return sum(float((p - q).abs().max()) for p, q in zip(pot.parameters(), m.parameters(), strict=True))
+
+    assert distance(held.model) < 0.05 * distance(free.model)
+
+
+def test_freeze_keeps_named_modules_exactly(tiny_potential):
+    pot, _ = tiny_potential
+    result = finetune_adversarial(pot, emt_atoms(6), adversarial=True, freeze=["embedding", "graph_layers"], **FAST)
+    for (name, p), q in zip(pot.model.named_parameters(), result.model.model.parameters(), strict=True):
+        if name.startswith(("embedding", "graph_layers")):
+            assert torch.equal(p, q), name
+    assert any(not torch.equal(p, q) for p, q in zip(pot.model.final_layer.parameters(),
+                                                       result.model.model.final_layer.parameters(), strict=True))
+
+
+def test_wise_ft_picks_the_best_validation_mix(tiny_potential):
+    pot, _ = tiny_potential
+    result = finetune_adversarial(pot, emt_atoms(8), adversarial=False, wise_ft=True, **FAST)
+    assert result.wise_alpha in [round(a, 1) for a in np.linspace(0, 1, 11)]
+    val_after = result.evaluation["after"]["target_val_energy_mae"]
+    # WiSE-FT's grid includes a = 0 (the starting weights, here the pretrained ones): never worse on validation.
+    assert val_after <= result.evaluation["before"]["target_val_energy_mae"] + 1e-9
+
+
+def test_distillation_replay_is_labelled_by_the_pretrained_model(tiny_potential):
+    pot, _ = tiny_potential
+    fit = energy_only(emt_atoms(4))
+    source_like = rattled(read_labelled(emt_atoms(6, seed=9)).structures, seed=3)
+    replay = _replay_data(pot, True, fit, None, source_like, 1.0, np.random.default_rng(0))
+    assert len(replay) == 4 and replay.forces is None
+    from matgl_cal._predict import predict_potential
+
+    np.testing.assert_allclose(replay.energies, predict_potential(pot, replay.structures, forces=False)[0])
+
+
+def test_committee_and_calculator(tiny_potential):
+    pot, _ = tiny_potential
+    result = finetune_adversarial(pot, emt_atoms(6), adversarial=False, n_models=2, **FAST)
+    assert len(result.members) == 2
+    calc = result.calculator()
+    atoms = emt_atoms(1)[0]
+    atoms.calc = calc
+    energy = atoms.get_potential_energy()
+    assert np.isfinite(energy) and calc.results["energy_var"] >= 0
+    assert calc.results["forces_var"].shape == (len(atoms), 3)
+    single = finetune_adversarial(pot, emt_atoms(6), adversarial=False, **FAST).calculator()
+    assert type(single).__name__ == "PESCalculator"
+
+
+def test_output_dir_is_atomic_and_guarded(tiny_potential, tmp_path):
+    pot, _ = tiny_potential
+    out = tmp_path / "run"
+    result = finetune_adversarial(pot, emt_atoms(6), adversarial=False, output_dir=out, **FAST)
+    assert (out / "model" / "model.json").is_file() and (out / "history.json").is_file()
+    assert result.output_dir == out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run")] == []
+    with pytest.raises(ValueError, match="output_dir .* exists and is not empty; pass overwrite=True"):
+        finetune_adversarial(pot, emt_atoms(6), adversarial=False, output_dir=out, **FAST)
+    finetune_adversarial(pot, emt_atoms(6), adversarial=False, output_dir=out, overwrite=True, **FAST)
+    reloaded = matgl.load_model(out / "model")
+    assert isinstance(reloaded, Potential)
+
+
+def test_property_model(tmp_path):
+    from matgl.models import M3GNet
+
+    torch.manual_seed(0)
+    model = b.tiny_model("M3GNet")
+    model.save(tmp_path / "prop")
+    structures, targets = b.property_structures(10)
+    data = read_labelled(structures, labels=targets, target_key="band_gap")
+    result = finetune_adversarial(tmp_path / "prop", data, adversarial=True, **FAST)
+    assert type(result.model) is M3GNet
+    assert {"target_val_mae", "target_val_rmse"} <= set(result.evaluation["after"])
+    result.model.save(tmp_path / "tuned")
+    from matgl_cal._predict import predict_property
+
+    np.testing.assert_allclose(
+        predict_property(matgl.load_model(tmp_path / "tuned"), structures), predict_property(result.model, structures),
+        rtol=1e-6,
+    )
+    with pytest.raises(TypeError, match="calculator\\(\\) needs a potential"):
+        result.calculator()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, "epochs must be an int >= 1, got 0"),
+        ({"lr": -1.0}, "lr must be a finite number > 0"),
+        ({"val_fraction": 1.0}, r"val_fraction must lie in \[0, 1\)"),
+        ({"energy_offset": "mean"}, "energy_offset must be one of"),
+        ({"stress_unit": "kbar"}, "stress_unit must be 'eV/A3' or 'GPa', got 'kbar'"),
+        ({"replay_ratio": -1}, "replay_ratio must be a finite number >= 0"),
+        ({"batch_size": 64}, "fewer than batch_size=64"),
+    ],
+)
+def test_bad_settings(tiny_potential, kwargs, match):
+    pot, _ = tiny_potential
+    with pytest.raises(ValueError, match=match):
+        finetune_adversarial(pot, emt_atoms(6), **{**FAST, **kwargs})
+
+
+def test_bad_data(tiny_potential, tmp_path):
+    pot, _ = tiny_potential
+    model = b.tiny_model("M3GNet")
+    with pytest.raises(ValueError, match="target holds force labels but the model is a property model"):
+        finetune_adversarial(model, emt_atoms(6), **FAST)
+    structures, targets = b.property_structures(6)
+    with pytest.raises(ValueError, match="target holds property targets but the model is a potential"):
+        finetune_adversarial(pot, read_labelled(structures, labels=targets, target_key="gap"), **FAST)
+    gold = bulk("Au", "fcc", a=4.08)
+    gold.calc = EMT()
+    gold.get_potential_energy()
+    with pytest.raises(ValueError, match="Au"):
+        finetune_adversarial(pot, [*emt_atoms(5), gold], **FAST)
+    with pytest.raises(ValueError, match="at least 2 labelled structures"):
+        finetune_adversarial(pot, emt_atoms(1), **FAST)
+    with pytest.raises(ValueError, match="not-a-model"):
+        finetune_adversarial("not-a-model", emt_atoms(6), models_dir=tmp_path, **FAST)
+
+
+def test_shared_universal_potential_one_step(shared_dir):
+    model_dir = shared_dir / "models" / "M3GNet-PES-MatPES-PBE-2025.2"
+    atoms = [bulk("NaCl", "rocksalt", a=5.64), bulk("MgO", "rocksalt", a=4.21)]
+    data = LabelledData(structures=read_labelled([_label(a, -3.3 * len(a)) for a in atoms]).structures,
+                        energies=np.array([-3.3 * len(a) for a in atoms]))
+    result = finetune_adversarial(model_dir, data, adversarial=True, epochs=1, batch_size=2, val_fraction=0.0,
+                                  energy_offset=None)
+    assert isinstance(result.model, Potential)
+    assert any(not torch.equal(p, q) for p, q in zip(result.pretrained.parameters(), result.model.parameters(),
+                                                       strict=True))
+    drift = evaluate(result.model, data, reference=result.pretrained)
+    assert np.isfinite(drift["force_mae"])
+
+
+def _label(atoms, energy):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = copy.deepcopy(atoms)
+    atoms.calc = SinglePointCalculator(atoms, energy=energy)
+    return atoms
