@@ -214,8 +214,12 @@ class PotentialTask(_Task):
             total = total + module.stress_weight * s_elem
         return total, energy_term
 
-    def predict(self, parts: BatchParts, g: Any = None, lat: torch.Tensor | None = None) -> torch.Tensor:  # noqa: D102
-        energies = self._forward(parts, g, lat)[0].reshape(-1)
+    def predict(self, parts: BatchParts, g: Any = None, lat: torch.Tensor | None = None) -> torch.Tensor:
+        """Energy per atom (eV/atom), ``(n_graphs,)``, computed without the force graph."""
+        energies = potential_energies(
+            self.pl_module.model, parts.g if g is None else g, parts.lat if lat is None else lat, parts.state_attr,
+            parts.l_g,
+        )
         return energies / parts.num_atoms.to(energies.dtype)
 
     def energy_losses(self, parts: BatchParts, g: Any = None, lat: torch.Tensor | None = None) -> torch.Tensor:

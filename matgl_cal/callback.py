@@ -370,6 +370,7 @@ class AdversarialAugmentation(Callback):
             mc_samples=self.mc_samples,
             mc_dropout_rate=self.mc_dropout_rate,
             generator=self._generator,
+            energy_only=self._task.kind == "potential" and self._cost_on_energy(),
         )
         m = len(candidates)
         if world > 1:

@@ -1,6 +1,7 @@
 """Hardness signals used to rank training samples for CAL's partial sampling.
 
-* ``"loss"`` (the paper's): the per-sample training loss. Cheap, but on heavy-tailed targets it
+* ``"loss"`` (the paper's): the per-sample training loss (for potentials with the callback's default
+  ``adversarial_loss``, its energy term, computed without any force graph). Cheap, but on heavy-tailed targets it
   mostly selects label outliers (docs/PRIOR_FINDINGS), and it needs labels.
 * ``"mc_dropout"``: Monte Carlo dropout at the readout (Gal & Ghahramani 2016, the idea behind
   MatGL's ``MCDropoutWrapper``): ``mc_samples`` forward passes with dropout of rate
@@ -44,6 +45,7 @@ def compute_hardness(
     mc_samples: int = 8,
     mc_dropout_rate: float = 0.1,
     generator: torch.Generator | None = None,
+    energy_only: bool = False,
 ) -> torch.Tensor:
     """Hardness of every sample, in the order the batches yield them.
 
@@ -54,6 +56,7 @@ def compute_hardness(
         mc_samples: Forward passes for ``"mc_dropout"``.
         mc_dropout_rate: Dropout rate on the readout input for ``"mc_dropout"``.
         generator: Random generator for the dropout masks (CPU).
+        energy_only: Potentials: rank by the energy term of the loss (no force graph, no autograd).
 
     Returns:
         ``(n_samples,)`` float tensor on the CPU, larger = harder.
@@ -62,11 +65,13 @@ def compute_hardness(
         raise ValueError(f"hardness must be one of {HARDNESS_SIGNALS}, got {signal!r}")
     out = []
     pl_module = task.pl_module
-    grad_ctx = torch.enable_grad() if task.kind == "potential" else torch.no_grad()
+    needs_grad = task.kind == "potential" and signal == "loss" and not energy_only
+    grad_ctx = torch.enable_grad() if needs_grad else torch.no_grad()
     with _eval_mode(pl_module), grad_ctx:
         for parts in batches:
             if signal == "loss":
-                out.append(task.per_sample_loss(parts).detach().cpu())
+                losses = task.energy_losses(parts) if energy_only else task.per_sample_loss(parts)
+                out.append(losses.detach().cpu())
                 continue
             def dropout(x: torch.Tensor) -> torch.Tensor:
                 keep = torch.rand(x.shape, generator=generator).to(x.device) >= mc_dropout_rate

@@ -1,0 +1,58 @@
+"""The OOD benchmark: configs, method presets, a resumable runner and the results report.
+
+* :func:`load_config` / :func:`config_from_dict`: a strict TOML/YAML schema (unknown keys raise);
+* :data:`METHOD_PRESETS`: ``erm``, ``cal_faithful``, ``cal``, ``fixed_cost``, ``extra_steps_control``;
+* :func:`plan_runs`, :func:`run_one`, :func:`run_benchmark`: one JSON record per
+  (method, split family, fold, seed) under ``<output_dir>/records``, resumable;
+* :func:`make_report`: ``RESULTS_<name>.md`` with mean ± std, relative change vs ERM with a paired
+  test, in-distribution MAE, and PNG figures.
+"""
+
+from __future__ import annotations
+
+from matgl_cal.benchmark._config import (
+    RANDOM_FAMILY,
+    BenchmarkConfig,
+    ModelConfig,
+    SplitConfig,
+    TrainingConfig,
+    config_from_dict,
+    load_config,
+)
+from matgl_cal.benchmark._methods import (
+    CAL_KWARGS,
+    METHOD_KINDS,
+    METHOD_PRESETS,
+    MethodConfig,
+    make_callback,
+    resolve_method,
+)
+from matgl_cal.benchmark._report import WILCOXON_MIN_N, load_records, make_report, paired_test, summarize
+from matgl_cal.benchmark._runner import RECORD_SCHEMA, RunSpec, plan_runs, record_path, run_benchmark, run_one
+
+__all__ = [
+    "CAL_KWARGS",
+    "METHOD_KINDS",
+    "METHOD_PRESETS",
+    "RANDOM_FAMILY",
+    "RECORD_SCHEMA",
+    "WILCOXON_MIN_N",
+    "BenchmarkConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "RunSpec",
+    "SplitConfig",
+    "TrainingConfig",
+    "config_from_dict",
+    "load_config",
+    "load_records",
+    "make_callback",
+    "make_report",
+    "paired_test",
+    "plan_runs",
+    "record_path",
+    "resolve_method",
+    "run_benchmark",
+    "run_one",
+    "summarize",
+]

@@ -1,0 +1,634 @@
+"""Run a benchmark: one training run per (method, split family, fold, seed), one JSON record each.
+
+Protocol (identical for every method, see ``docs/DESIGN.md``):
+
+* Data: the dataset's fold files (or a random split) give train/val/test ids. ``max_atoms`` drops
+  large training/validation structures; ``max_train``/``max_val`` take a deterministic subsample
+  (``subsample_seed``, independent of the run seed, so seeds measure training noise only). The
+  test part is used as defined by the fold.
+* Targets are standardised with the mean and standard deviation of the training part
+  (``ModelLightningModule(data_mean=..., data_std=...)``); the loss and every metric are in
+  physical units.
+* Training: a stock ``lightning.Trainer`` (no logger, no checkpoints, ``num_workers=0``) fits a
+  MatGL ``ModelLightningModule``; CAL methods add the
+  :class:`~matgl_cal.callback.AdversarialAugmentation` callback. ``lightning.seed_everything(seed)``
+  runs before the model is built, and the batch order uses a generator seeded with the run seed.
+* Selection: with ``training.select = "best_val"`` (default) the weights of the epoch with the
+  lowest validation MAE are kept in memory and evaluated; with ``"last"`` the final weights.
+* Records: ``<output_dir>/records/<method>__<split>__<fold>__<seed>.json``, written atomically.
+  Existing records are skipped (resume); a record made with different settings raises.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+from matgl_cal.benchmark._config import RANDOM_FAMILY, BenchmarkConfig, SplitConfig, config_from_dict, load_config
+from matgl_cal.benchmark._methods import MethodConfig, make_callback
+
+__all__ = ["RECORD_SCHEMA", "RunSpec", "plan_runs", "record_path", "run_benchmark", "run_one"]
+
+log = logging.getLogger("matgl_cal.benchmark")
+
+#: Version of the record layout.
+RECORD_SCHEMA = 1
+
+# Lightning warnings expected with in-process loading and small data.
+_EXPECTED_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*The number of training batches .* is smaller than the logging interval.*",
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a benchmark.
+
+    Attributes:
+        method: Method name.
+        split: Split family.
+        fold: Fold key.
+        seed: Run seed.
+    """
+
+    method: str
+    split: str
+    fold: str
+    seed: int
+
+    @property
+    def filename(self) -> str:
+        """Record file name ``<method>__<split>__<fold>__<seed>.json``."""
+        return f"{self.method}__{self.split}__{self.fold}__{self.seed}.json"
+
+
+def _as_config(config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike) -> BenchmarkConfig:
+    if isinstance(config, BenchmarkConfig):
+        return config
+    if isinstance(config, Mapping):
+        return config_from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    raise TypeError(
+        f"config must be a BenchmarkConfig, a mapping or a path to a TOML/YAML file, got {type(config).__name__}"
+    )
+
+
+def record_path(config: BenchmarkConfig, spec: RunSpec) -> Path:
+    """Where the record of ``spec`` goes: ``<output_dir>/records/<method>__<split>__<fold>__<seed>.json``."""
+    return Path(config.output_dir) / "records" / spec.filename
+
+
+# ----------------------------------------------------------------------------- data preparation
+
+
+class _Data:
+    """Dataset, fold files and cached graphs shared by the runs of one benchmark."""
+
+    def __init__(self, config: BenchmarkConfig) -> None:
+        from matgl_cal.datasets import load_dataset
+
+        self.config = config
+        log.info("Loading dataset %s", config.dataset)
+        self.dataset = load_dataset(
+            config.dataset, data_dir=config.data_dir, target=config.target, cache_dir=config.cache_dir
+        )
+        self._folds: dict[str, Any] = {}
+        self._natoms = np.array([len(s) for s in self.dataset.structures])
+        self._graphs: Any = None
+        self._graph_pos: dict[int, int] = {}
+
+    def fold_source(self, family: str) -> Any:
+        from matgl_cal.datasets import MATBENCH_CV, load_matbench_cv_folds, load_ood_folds
+
+        kind = "cv" if family == MATBENCH_CV else "ood"
+        if kind not in self._folds:
+            loader = load_matbench_cv_folds if kind == "cv" else load_ood_folds
+            self._folds[kind] = loader(self.config.dataset, data_dir=self.config.data_dir)
+        return self._folds[kind]
+
+    def fold_keys(self, split: SplitConfig) -> list[str]:
+        """The fold keys of a split entry, checked against the fold file (the library's errors list valid ones)."""
+        if split.family == RANDOM_FAMILY:
+            return list(split.folds)
+        source = self.fold_source(split.family)
+        available = source.fold_keys(split.family)  # unknown family: ValueError listing the families
+        if split.count is not None:
+            if split.count > len(available):
+                raise ValueError(
+                    f"splits entry {split.family!r} asks for {split.count} folds but the file has {len(available)}"
+                )
+            return available[: split.count]
+        # Unknown key: the library's ValueError, listing the available ones.
+        return [str(source.get(split.family, k, val_fraction=split.val_fraction).meta["fold_key"]) for k in split.folds]
+
+    def indices(self, split: SplitConfig, fold: str) -> dict[str, np.ndarray]:
+        """Dataset positions of train/val/test after the filters and subsamples of the config."""
+        from matgl_cal.splits import random_split
+
+        n = len(self.dataset)
+        if split.family == RANDOM_FAMILY:
+            sp = random_split(n, val_fraction=split.val_fraction, test_fraction=split.test_fraction, seed=int(fold))
+        else:
+            raw = self.fold_source(split.family).get(split.family, fold, val_fraction=split.val_fraction)
+            sp = raw.to_indices(self.dataset.ids, strict=False)
+            lost = sum(raw.sizes) - sum(sp.sizes)
+            if lost:
+                log.info(
+                    "%s/%s: %d fold ids are not in the loaded dataset (dropped targets); skipped",
+                    split.family,
+                    fold,
+                    lost,
+                )
+        tr = self.config.training
+        parts = {"train": np.asarray(sp.train, dtype=np.int64), "val": np.asarray(sp.val, dtype=np.int64)}
+        for name, cap in (("train", tr.max_train), ("val", tr.max_val)):
+            idx = parts[name]
+            if tr.max_atoms is not None:
+                idx = idx[self._natoms[idx] <= tr.max_atoms]
+            if cap is not None and len(idx) > cap:
+                rng = np.random.default_rng(tr.subsample_seed)
+                idx = np.sort(rng.choice(idx, size=cap, replace=False))
+            parts[name] = idx
+        parts["test"] = np.asarray(sp.test, dtype=np.int64)
+        where = f"split {split.family!r} fold {fold!r}"
+        if len(parts["train"]) < 2:
+            raise ValueError(
+                f"{where}: {len(parts['train'])} training structures left after max_atoms/max_train; need >= 2"
+            )
+        if len(parts["test"]) == 0:
+            raise ValueError(f"{where}: empty test part")
+        if tr.select == "best_val" and len(parts["val"]) == 0:
+            raise ValueError(
+                f"{where}: training.select='best_val' needs validation structures but the part is empty "
+                "(max_atoms too small, or set val_fraction for folds without a validation part)"
+            )
+        return parts
+
+    def graphs(self, needed: np.ndarray) -> tuple[Any, dict[int, int]]:
+        """Graphs of the needed dataset positions (converted once, cached on disk by ``graphs_for``)."""
+        from matgl.config import DEFAULT_ELEMENTS
+
+        from matgl_cal.datasets import graphs_for
+
+        needed = np.unique(needed)
+        if self._graphs is None or any(int(i) not in self._graph_pos for i in needed):
+            subset = self.dataset.subset(needed.tolist())
+            self._graphs = graphs_for(
+                subset, element_types=DEFAULT_ELEMENTS, cutoff=self.config.model.cutoff, cache_dir=self.config.cache_dir
+            )
+            self._graph_pos = {int(i): k for k, i in enumerate(needed)}
+        return self._graphs, self._graph_pos
+
+
+def plan_runs(config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike) -> list[RunSpec]:
+    """Every run of a benchmark, in execution order (split, fold, seed, method), without training.
+
+    Loads the fold files (not the structures) to check split families and fold keys, so a typo
+    fails before anything is trained.
+
+    Args:
+        config: A :class:`~matgl_cal.benchmark.BenchmarkConfig`, a config mapping or a file path.
+
+    Returns:
+        The runs.
+
+    Raises:
+        ValueError: Unknown split family or fold key (the library's message lists the valid ones).
+    """
+    cfg = _as_config(config)
+    return _plan(cfg, _FoldsOnly(cfg))
+
+
+class _FoldsOnly(_Data):
+    """Fold-file access without loading the structures (for planning)."""
+
+    def __init__(self, config: BenchmarkConfig) -> None:  # noqa: D107
+        self.config = config
+        self._folds = {}
+
+
+def _plan(cfg: BenchmarkConfig, data: _Data) -> list[RunSpec]:
+    specs = []
+    for split in cfg.splits:
+        for fold in data.fold_keys(split):
+            for seed in cfg.seeds:
+                for m in cfg.methods:
+                    specs.append(RunSpec(m.name, split.family, fold, seed))
+    return specs
+
+
+# ----------------------------------------------------------------------------- model and training
+
+
+def _build_model(cfg: BenchmarkConfig) -> torch.nn.Module:
+    from matgl.config import DEFAULT_ELEMENTS
+
+    m = cfg.model
+    if m.family == "M3GNet":
+        from matgl.models import M3GNet
+
+        return M3GNet(
+            element_types=DEFAULT_ELEMENTS,
+            is_intensive=True,
+            units=m.units,
+            dim_node_embedding=m.units,
+            dim_edge_embedding=m.units,
+            nblocks=m.nblocks,
+            max_n=m.max_n,
+            max_l=m.max_l,
+            cutoff=m.cutoff,
+            threebody_cutoff=m.threebody_cutoff,
+        )
+    from matgl.models import MEGNet
+
+    u = m.units
+    return MEGNet(
+        dim_node_embedding=u,
+        dim_edge_embedding=u,
+        dim_state_embedding=2,
+        nblocks=m.nblocks,
+        hidden_layer_sizes_input=(2 * u, u),
+        hidden_layer_sizes_conv=(2 * u, 2 * u, u),
+        hidden_layer_sizes_output=(u, max(u // 2, 1)),
+        element_types=DEFAULT_ELEMENTS,
+        cutoff=m.cutoff,
+    )
+
+
+class _BestWeights(Callback):
+    """Track validation MAE per epoch and keep the best weights of the bare model in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[float] = []
+        self.best_epoch = -1
+        self.best_mae = math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.device: torch.device | None = None
+
+    @override
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self.device = trainer.strategy.root_device
+
+    @override
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get("val_MAE")
+        mae = float(value) if value is not None else math.nan
+        self.history.append(mae)
+        if math.isfinite(mae) and mae < self.best_mae:
+            self.best_mae = mae
+            self.best_epoch = trainer.current_epoch
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.model.state_dict().items()}
+
+
+def _predict(module: Any, loader: Any, device: torch.device) -> np.ndarray:
+    """Predictions in physical units, in loader order."""
+    module.to(device)
+    module.eval()
+    out = []
+    with torch.no_grad():
+        for g, lat, state_attr, _labels in loader:
+            g, lat, state_attr = g.to(device), lat.to(device), state_attr.to(device)
+            preds = module(g=g, lat=lat, state_attr=state_attr)
+            out.append((preds.reshape(-1) * module.data_std + module.data_mean).double().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    err = p - y
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2))), "n": len(y)}
+
+
+def _device_name(device: torch.device | None) -> str:
+    """GPU name, else the CPU model (``/proc/cpuinfo`` on Linux), else ``platform.processor()``."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _fingerprint(cfg: BenchmarkConfig, method: MethodConfig, split: SplitConfig) -> str:
+    """Hash of every setting that changes the result of one run (not seeds lists, other methods or devices)."""
+    training = asdict(cfg.training)
+    training.pop("accelerator")
+    payload = {
+        "dataset": cfg.dataset,
+        "target": cfg.target,
+        "model": asdict(cfg.model),
+        "training": training,
+        "split": {"family": split.family, "val_fraction": split.val_fraction, "test_fraction": split.test_fraction},
+        "method": {"kind": method.kind, "kwargs": dict(method.kwargs)},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, allow_nan=True)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _ood_score(data: _Data, train: np.ndarray, test: np.ndarray) -> float | None:
+    from matgl_cal.splits import composition_features, ood_score
+
+    s = data.dataset.structures
+    try:
+        return float(
+            ood_score(composition_features([s[i] for i in train]), composition_features([s[i] for i in test]), seed=0)
+        )
+    except ValueError as err:  # e.g. too few samples for the random reference
+        log.warning("OOD score not computed: %s", err)
+        return None
+
+
+def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: dict[str, np.ndarray]) -> dict[str, Any]:
+    import lightning.pytorch as pl
+    from matgl.graph.data import collate_fn_graph
+    from matgl.utils.training import ModelLightningModule
+    from torch.utils.data import DataLoader, Subset
+
+    method = cfg.method(spec.method)
+    split = cfg.split(spec.split)
+    tr = cfg.training
+    t_start = time.perf_counter()
+    graphs, pos = data.graphs(np.concatenate(list(parts.values())))
+    subsets = {k: Subset(graphs, [pos[int(i)] for i in v]) for k, v in parts.items()}
+    y = {k: data.dataset.targets[v] for k, v in parts.items()}
+    mean, std = float(np.mean(y["train"])), float(np.std(y["train"]))
+    if not std > 0:
+        std = 1.0
+
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    model = _build_model(cfg)
+    module = ModelLightningModule(
+        model=model,
+        data_mean=mean,
+        data_std=std,
+        loss=tr.loss,
+        lr=tr.lr,
+        decay_steps=tr.epochs,  # MatGL's cosine scheduler steps once per epoch
+        decay_alpha=tr.decay_alpha,
+    )
+    gen = torch.Generator().manual_seed(spec.seed)
+    train_loader = DataLoader(
+        subsets["train"],
+        batch_size=tr.batch_size,
+        shuffle=True,
+        collate_fn=collate_fn_graph,
+        num_workers=0,
+        generator=gen,
+    )
+
+    def eval_loader(name: str) -> DataLoader:
+        return DataLoader(
+            subsets[name], batch_size=tr.batch_size, shuffle=False, collate_fn=collate_fn_graph, num_workers=0
+        )
+
+    best = _BestWeights()
+    cal_cb = make_callback(method, spec.seed)
+    callbacks: list[Callback] = [best] + ([cal_cb] if cal_cb is not None else [])
+    trainer = pl.Trainer(
+        max_epochs=tr.epochs,
+        accelerator=tr.accelerator,
+        devices=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=tr.deterministic,
+    )
+    val_loader = eval_loader("val") if len(parts["val"]) else None
+    t_fit = time.perf_counter()
+    with warnings.catch_warnings():
+        for pattern in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    train_seconds = time.perf_counter() - t_fit
+    erm_steps = int(trainer.global_step)
+    if tr.select == "best_val" and best.best_state is not None:
+        module.model.load_state_dict(best.best_state)
+        selected_epoch = best.best_epoch
+    else:
+        selected_epoch = trainer.current_epoch - 1 if tr.select == "last" else best.best_epoch
+    device = best.device or torch.device("cpu")
+
+    metrics, preds = {}, {}
+    for name in ("train", "val", "test"):
+        if len(parts[name]) == 0:
+            metrics[name] = {"mae": math.nan, "rmse": math.nan, "n": 0}
+            continue
+        preds[name] = _predict(module, eval_loader(name), device)
+        metrics[name] = _metrics(y[name], preds[name])
+
+    cal: dict[str, Any] | None = None
+    adv_steps = 0
+    if cal_cb is not None:
+        adv_steps = int(cal_cb.adversarial_steps_done) * cal_cb.model_steps
+        stats = cal_cb.costs.stats()
+        cal = {
+            "cost_min": stats.get("cost_min"),
+            "cost_mean": stats.get("cost_mean"),
+            "cost_max": stats.get("cost_max"),
+            "cost_frozen": stats.get("cost_frozen"),
+            "gamma": stats.get("gamma"),
+            "cost_updates": int(getattr(cal_cb.costs, "n_updates", 0)),
+            "adversarial_batches_done": int(cal_cb.adversarial_steps_done),
+            "skipped_steps": int(cal_cb.skipped_steps),
+        }
+    ids = [data.dataset.ids[int(i)] for i in parts["test"]]
+    import matgl
+
+    record = {
+        "schema": RECORD_SCHEMA,
+        "benchmark": cfg.name,
+        "fingerprint": _fingerprint(cfg, method, split),
+        "method": method.name,
+        "method_kind": method.kind,
+        "method_kwargs": dict(method.kwargs),
+        "split": spec.split,
+        "fold": spec.fold,
+        "seed": spec.seed,
+        "dataset": cfg.dataset,
+        "target": data.dataset.target_name,
+        "units": data.dataset.units,
+        "n_train": len(parts["train"]),
+        "n_val": len(parts["val"]),
+        "n_test": len(parts["test"]),
+        "data_mean": mean,
+        "data_std": std,
+        "metrics": metrics,
+        "selection": tr.select,
+        "selected_epoch": int(selected_epoch),
+        "epochs": tr.epochs,
+        "val_mae_history": best.history,
+        "optimizer_steps": {"erm": erm_steps, "adversarial": adv_steps, "total": erm_steps + adv_steps},
+        "cal": cal,
+        "ood_score": _ood_score(data, parts["train"], parts["test"]),
+        "ood_score_features": "composition_features",
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - t_start,
+        "device": _device_name(device),
+        "accelerator": str(device),
+        "versions": {"torch": torch.__version__, "matgl": matgl.__version__, "python": platform.python_version()},
+        "config": cfg.as_dict(),
+        "test_predictions": {
+            "ids": ids,
+            "y_true": y["test"].tolist(),
+            "y_pred": preds["test"].tolist(),
+        },
+    }
+    return record
+
+
+# ----------------------------------------------------------------------------- public entry points
+
+
+def _check_existing(path: Path, fingerprint: str) -> bool:
+    """True when a valid record with the same settings exists; raises when its settings differ."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("Unreadable record %s (%s); running it again", path, err)
+        return False
+    if old.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"record {path} was made with different settings (fingerprint {old.get('fingerprint')!r}, "
+            f"expected {fingerprint!r}); use a new output_dir, delete the record, or pass overwrite=True"
+        )
+    return True
+
+
+def run_one(
+    config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike,
+    method: str,
+    split_family: str,
+    fold: str | int,
+    seed: int,
+    *,
+    write: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate one (method, split family, fold, seed) and return its record.
+
+    Args:
+        config: A :class:`~matgl_cal.benchmark.BenchmarkConfig`, a config mapping or a file path.
+        method: A method name of the config.
+        split_family: A split family of the config.
+        fold: A fold key of that family (need not be among the config's folds).
+        seed: The run seed (need not be among the config's seeds).
+        write: Also write the record to :func:`record_path` (atomically).
+
+    Returns:
+        The record: metrics (MAE/RMSE on train/val/test, physical units), selected epoch, validation
+        MAE per epoch, optimiser steps (ERM + adversarial), CAL cost statistics, the split's OOD score
+        on composition features, wall time, device, resolved settings and test predictions.
+
+    Raises:
+        ValueError: Unknown method, split family or fold key.
+    """
+    cfg = _as_config(config)
+    cfg.method(method)
+    split = cfg.split(split_family)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    data = _Data(cfg)
+    fold_key = str(fold)
+    if split.family != RANDOM_FAMILY:
+        got = data.fold_source(split.family).get(split.family, fold_key, val_fraction=split.val_fraction)
+        fold_key = str(got.meta["fold_key"])
+    elif not fold_key.isdigit():
+        raise ValueError(f"fold of the random split is its seed (int >= 0), got {fold!r}")
+    spec = RunSpec(method, split.family, fold_key, seed)
+    record = _train_and_record(cfg, data, spec, data.indices(split, fold_key))
+    if write:
+        _write_json_atomic(record, record_path(cfg, spec))
+    return record
+
+
+def run_benchmark(
+    config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike, *, overwrite: bool = False
+) -> list[Path]:
+    """Run every (method, split, fold, seed) of a benchmark; resumable.
+
+    Runs whose record already exists (made with the same settings) are skipped, so an interrupted
+    job continues where it stopped. All split families and fold keys are checked before the first
+    run. Graphs of every structure the benchmark needs are converted once (and cached on disk).
+
+    Args:
+        config: A :class:`~matgl_cal.benchmark.BenchmarkConfig`, a config mapping or a file path.
+        overwrite: Run again and replace existing records.
+
+    Returns:
+        Paths of all the benchmark's records (existing and new), in run order.
+
+    Raises:
+        ValueError: Unknown split family/fold key (before any training), or an existing record made
+            with different settings (without ``overwrite``).
+    """
+    cfg = _as_config(config)
+    specs = plan_runs(cfg)
+    paths = [record_path(cfg, s) for s in specs]
+    todo = []
+    for spec, path in zip(specs, paths, strict=True):
+        fp = _fingerprint(cfg, cfg.method(spec.method), cfg.split(spec.split))
+        if overwrite or not _check_existing(path, fp):
+            todo.append(spec)
+    log.info(
+        "Benchmark %s: %d runs, %d done, %d to run; records in %s",
+        cfg.name, len(specs), len(specs) - len(todo), len(todo), Path(cfg.output_dir) / "records",
+    )
+    if not todo:
+        return paths
+    data = _Data(cfg)
+    parts_of = {}
+    for spec in todo:
+        key = (spec.split, spec.fold)
+        if key not in parts_of:
+            parts_of[key] = data.indices(cfg.split(spec.split), spec.fold)
+    data.graphs(np.concatenate([a for parts in parts_of.values() for a in parts.values()]))
+    for k, spec in enumerate(todo, 1):
+        t0 = time.perf_counter()
+        record = _train_and_record(cfg, data, spec, parts_of[(spec.split, spec.fold)])
+        _write_json_atomic(record, record_path(cfg, spec))
+        log.info(
+            "[%d/%d] %s %s/%s seed %d: test MAE %.4g, val MAE %.4g (%.0f s)",
+            k, len(todo), spec.method, spec.split, spec.fold, spec.seed,
+            record["metrics"]["test"]["mae"], record["metrics"]["val"]["mae"], time.perf_counter() - t0,
+        )
+    return paths

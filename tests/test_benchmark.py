@@ -1,0 +1,410 @@
+"""OOD benchmark: config schema and errors, a tiny end-to-end run, resume, and the report."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+import matgl_cal.benchmark._runner as runner_mod
+from matgl_cal.benchmark import (
+    METHOD_PRESETS,
+    config_from_dict,
+    load_config,
+    load_records,
+    make_report,
+    paired_test,
+    plan_runs,
+    run_benchmark,
+    summarize,
+)
+from matgl_cal.datasets import DataFile, DatasetInfo, register_dataset, unregister_dataset
+
+import builders as b
+
+DATASET = "tiny_bench_test"
+
+
+def _base_config(**over) -> dict:
+    cfg = {
+        "name": "tiny",
+        "dataset": "matbench_dielectric",
+        "seeds": [0],
+        "splits": [{"family": "LOCO", "folds": 2}],
+        "methods": {"erm": {}, "cal": {}},
+    }
+    cfg.update(over)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_defaults_and_presets():
+    cfg = config_from_dict(_base_config(methods=["erm", "cal_faithful", "cal", "fixed_cost", "extra_steps_control"]))
+    assert cfg.model.family == "M3GNet" and cfg.training.select == "best_val" and cfg.training.accelerator == "auto"
+    assert cfg.output_dir == str(Path("benchmarks") / "results" / "tiny")
+    assert cfg.split("LOCO").count == 2
+    m = {x.name: x for x in cfg.methods}
+    assert m["erm"].kind == "erm" and dict(m["erm"].kwargs) == {}
+    assert m["cal_faithful"].kwargs["environments"] == "random" and m["cal_faithful"].kwargs["hardness"] == "loss"
+    assert m["cal_faithful"].kwargs["space"] == "readout" and "cost_step" not in m["cal_faithful"].kwargs
+    assert m["cal"].kwargs["environments"] == "anion" and m["cal"].kwargs["hardness"] == "mc_dropout"
+    assert m["fixed_cost"].kwargs["cost_step"] == 0.0
+    assert m["extra_steps_control"].kwargs["perturb"] is False
+    # the control arm has the same schedule as cal
+    same = {k: v for k, v in m["extra_steps_control"].kwargs.items() if k != "perturb"}
+    assert same == dict(m["cal"].kwargs)
+    assert set(METHOD_PRESETS) == {"erm", "cal_faithful", "cal", "fixed_cost", "extra_steps_control"}
+
+
+def test_config_overrides_and_custom_method():
+    cfg = config_from_dict(
+        _base_config(methods={"cal": {"attack_steps": 5}, "big": {"preset": "cal", "max_perturbation": 2.0},
+                              "mine": {"kind": "cal", "environments": "chemsys"}})
+    )
+    assert cfg.method("cal").kwargs["attack_steps"] == 5 and cfg.method("cal").kwargs["hardness"] == "mc_dropout"
+    assert cfg.method("big").kwargs["max_perturbation"] == 2.0 and cfg.method("big").preset == "cal"
+    assert cfg.method("mine").preset is None and dict(cfg.method("mine").kwargs) == {"environments": "chemsys"}
+
+
+def test_toml_and_yaml_files(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        'dataset = "matbench_dielectric"\nseeds = [1, 2]\n[training]\nepochs = 3\nmax_train = 50\n'
+        '[[splits]]\nfamily = "random"\nfolds = 2\n[methods.erm]\n[methods.cal]\nwarmup_epochs = 1\n'
+    )
+    cfg = load_config(toml)
+    assert cfg.name == "c" and cfg.seeds == (1, 2) and cfg.training.epochs == 3 and cfg.training.max_train == 50
+    assert cfg.split("random").folds == ("0", "1") and cfg.method("cal").kwargs["warmup_epochs"] == 1
+    assert cfg.source == str(toml)
+    pytest.importorskip("yaml")
+    yml = tmp_path / "c.yaml"
+    yml.write_text(
+        "dataset: matbench_dielectric\nseeds: [0]\nsplits:\n- {family: random, folds: [3]}\nmethods: [erm]\n"
+    )
+    assert load_config(yml).split("random").folds == ("3",)
+
+
+@pytest.mark.parametrize(
+    ("change", "exc", "match"),
+    [
+        ({"sedes": [0]}, ValueError, r"unknown key 'sedes' in the config's top level; allowed keys: .*'seeds'"),
+        ({"model": {"unit": 8}}, ValueError, r"unknown key 'unit' in model; allowed keys: .*'units'"),
+        ({"training": {"epoch": 2}}, ValueError, r"unknown key 'epoch' in training; allowed keys: .*'epochs'"),
+        ({"splits": [{"family": "LOCO", "fold": 2}]}, ValueError, r"unknown key 'fold' in splits\[0\]; allowed keys"),
+        (
+            {"methods": {"cal": {"attack_step": 2}}},
+            ValueError,
+            r"unknown key 'attack_step' in methods.cal; allowed keys: .*'attack_steps'",
+        ),
+        (
+            {"methods": {"x": {"kind": "adversarial"}}},
+            ValueError,
+            r"methods.x.kind must be one of \['erm', 'cal'\], got 'adversarial'",
+        ),
+        ({"methods": {"x": {}}}, ValueError, r"methods.x needs `kind`"),
+        ({"methods": {"x": {"preset": "sal"}}}, ValueError, r"methods.x.preset must be one of"),
+        ({"methods": {"cal": {"kind": "erm"}}}, ValueError, r"contradicts its preset 'cal'"),
+        ({"methods": {"erm": {"attack_steps": 2}}}, ValueError, r"kind 'erm' but sets CAL options \['attack_steps'\]"),
+        ({"methods": {"cal": {"alpha": 2.0}}}, ValueError, r"methods.cal: alpha must lie in \[0, 1\)"),
+        ({"methods": {"cal": {"attack_steps": 1.5}}}, TypeError, r"methods.cal: attack_steps must be an int"),
+        ({"methods": ["erm", "sal"]}, ValueError, r"'sal' is not a preset"),
+        ({"methods": {}}, ValueError, r"methods must name at least one method"),
+        ({"methods": {"a b": {"kind": "erm"}}}, ValueError, r"method name must match"),
+        ({"seeds": []}, ValueError, r"seeds must be a non-empty list"),
+        ({"seeds": [0, 0]}, ValueError, r"seeds lists a seed twice"),
+        ({"seeds": [-1]}, ValueError, r"seeds entries must be >= 0, got -1"),
+        ({"seeds": "0"}, TypeError, r"seeds must be a list of ints"),
+        ({"splits": []}, ValueError, r"splits must list at least one split family"),
+        ({"splits": [{"family": "LOCO"}]}, ValueError, r"splits\[0\] \(LOCO\) needs `folds`"),
+        ({"splits": [{"family": "random", "folds": ["a"]}]}, ValueError, r"random split keys are their seeds"),
+        (
+            {"splits": [{"family": "LOCO", "folds": 2, "test_fraction": 0.2}]},
+            ValueError,
+            r"test_fraction applies to family 'random' only",
+        ),
+        (
+            {"splits": [{"family": "random", "folds": 1, "val_fraction": 0.5, "test_fraction": 0.5}]},
+            ValueError,
+            r"must be < 1",
+        ),
+        ({"training": {"epochs": 0}}, ValueError, r"training.epochs must be >= 1, got 0"),
+        (
+            {"training": {"select": "best"}},
+            ValueError,
+            r"training.select must be one of \['best_val', 'last'\], got 'best'",
+        ),
+        ({"training": {"max_train": "400"}}, TypeError, r"training.max_train must be an int or absent, got str"),
+        ({"model": {"family": "TensorNet"}}, ValueError, r"model.family must be one of \['M3GNet', 'MEGNet'\]"),
+        (
+            {"dataset": "matbench_dielectrics"},
+            ValueError,
+            r"unknown dataset 'matbench_dielectrics'; known datasets: .*matbench_dielectric",
+        ),
+    ],
+)
+def test_config_errors(change, exc, match):
+    with pytest.raises(exc, match=match):
+        config_from_dict(_base_config(**change))
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "c.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match=r"must end in .toml, .yaml or .yml"):
+        load_config(bad)
+    broken = tmp_path / "b.toml"
+    broken.write_text("dataset = \n")
+    with pytest.raises(ValueError, match=r"b.toml: invalid TOML"):
+        load_config(broken)
+
+
+# ----------------------------------------------------------------------------- tiny dataset on disk
+
+
+def _write_gz(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        json.dump(obj, fh)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A 20-structure dataset with one OOD family (2 folds) in the shared layout, registered under DATASET."""
+    root = tmp_path_factory.mktemp("tinydata")
+    structures, targets = b.property_structures(20, seed=1)
+    records = [
+        {"id": i, "target": y, "nsites": len(s), "structure": s.as_dict()}
+        for i, (s, y) in enumerate(zip(structures, targets, strict=True))
+    ]
+    _write_gz(root / DATASET / f"{DATASET}.json.gz", {"meta": {}, "data": records})
+    folds = {
+        "train": {"0": list(range(0, 12)), "1": list(range(8, 20))},
+        "val": {"0": [12, 13, 14], "1": [5, 6, 7]},
+        "test": {"0": [15, 16, 17, 18, 19], "1": [0, 1, 2, 3, 4]},
+    }
+    _write_gz(
+        root / DATASET / f"{DATASET}_ood_folds.json.gz",
+        {"meta": {"n_entries": 20}, "splits": {f"OFM_{DATASET}_LOCO_target_clusters50": folds}},
+    )
+    register_dataset(
+        DatasetInfo(
+            name=DATASET,
+            file=DataFile(f"{DATASET}/{DATASET}.json.gz"),
+            target="target",
+            id_field="id",
+            units={"target": "eV/atom"},
+            ood_folds=DataFile(f"{DATASET}/{DATASET}_ood_folds.json.gz"),
+        ),
+        overwrite=True,
+    )
+    yield root
+    unregister_dataset(DATASET)
+
+
+def _tiny_config(data_root: Path, out: Path, **over) -> dict:
+    cfg = {
+        "name": "tiny",
+        "dataset": DATASET,
+        "data_dir": str(data_root),
+        "cache_dir": str(out / "cache"),
+        "output_dir": str(out / "results"),
+        "seeds": [0],
+        "model": {"family": "M3GNet", "units": 8, "nblocks": 1, "cutoff": b.CUTOFF, "threebody_cutoff": 3.0,
+                  "max_n": 2, "max_l": 2},
+        "training": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "max_train": 10, "max_atoms": 16, "accelerator": "cpu"},
+        "splits": [{"family": "LOCO", "folds": [0]}],
+        "methods": {"erm": {}, "cal": {"warmup_epochs": 0, "adversarial_batches": 1, "mc_samples": 2}},
+    }
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = config_from_dict(_tiny_config(tiny_data, out))
+    paths = run_benchmark(cfg)
+    return cfg, paths, out
+
+
+def test_plan_runs_checks_families_and_folds(tiny_data, tmp_path):
+    cfg = _tiny_config(tiny_data, tmp_path, seeds=[0, 1], splits=[{"family": "LOCO", "folds": 2}])
+    specs = plan_runs(cfg)
+    assert [(s.split, s.fold, s.seed, s.method) for s in specs][:3] == [
+        ("LOCO", "0", 0, "erm"), ("LOCO", "0", 0, "cal"), ("LOCO", "0", 1, "erm")
+    ]
+    assert len(specs) == 2 * 2 * 2 and specs[0].filename == "erm__LOCO__0__0.json"
+    with pytest.raises(ValueError, match=r"unknown family 'LOCOO' for dataset .*; available: \['LOCO'\]"):
+        plan_runs(_tiny_config(tiny_data, tmp_path, splits=[{"family": "LOCOO", "folds": 1}]))
+    with pytest.raises(ValueError, match=r"unknown fold_key '7' for family 'LOCO'; available: \['0', '1'\]"):
+        plan_runs(_tiny_config(tiny_data, tmp_path, splits=[{"family": "LOCO", "folds": [0, 7]}]))
+    with pytest.raises(ValueError, match=r"asks for 3 folds but the file has 2"):
+        plan_runs(_tiny_config(tiny_data, tmp_path, splits=[{"family": "LOCO", "folds": 3}]))
+
+
+def test_end_to_end_records(tiny_run):
+    cfg, paths, out = tiny_run
+    assert [p.name for p in paths] == ["erm__LOCO__0__0.json", "cal__LOCO__0__0.json"]
+    assert not (Path.cwd() / "benchmarks").exists()  # nothing written to the cwd
+    recs = {p.name.split("__")[0]: json.loads(p.read_text()) for p in paths}
+    for name, r in recs.items():
+        assert r["method"] == name and r["split"] == "LOCO" and r["fold"] == "0" and r["seed"] == 0
+        assert r["n_train"] == 10 and r["n_val"] == 3 and r["n_test"] == 5
+        for part in ("train", "val", "test"):
+            assert math.isfinite(r["metrics"][part]["mae"]) and r["metrics"][part]["rmse"] >= r["metrics"][part]["mae"]
+        assert r["test_predictions"]["ids"] == [15, 16, 17, 18, 19] and len(r["test_predictions"]["y_pred"]) == 5
+        assert r["selection"] == "best_val" and r["selected_epoch"] == 0 and len(r["val_mae_history"]) == 1
+        assert r["optimizer_steps"]["erm"] == 3  # 10 training structures, batch 4, 1 epoch
+        assert r["ood_score"] is not None and r["wall_seconds"] > 0 and r["device"]
+        assert r["units"] == "eV/atom" and r["config"]["name"] == "tiny"
+    assert recs["erm"]["cal"] is None and recs["erm"]["optimizer_steps"]["adversarial"] == 0
+    cal = recs["cal"]
+    assert cal["optimizer_steps"]["adversarial"] == 1 and cal["optimizer_steps"]["total"] == 4
+    assert set(cal["cal"]) >= {"cost_min", "cost_mean", "cost_max", "cost_frozen", "gamma"}
+    assert cal["method_kwargs"]["hardness"] == "mc_dropout"
+    # the same seed gives the same training-set standardisation and different methods the same data
+    assert cal["data_mean"] == recs["erm"]["data_mean"]
+    assert cal["test_predictions"]["y_true"] == recs["erm"]["test_predictions"]["y_true"]
+
+
+def test_resume_skips_existing_records(tiny_run, monkeypatch):
+    cfg, paths, out = tiny_run
+    mtimes = [p.stat().st_mtime_ns for p in paths]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(runner_mod, "_train_and_record", boom)
+    assert run_benchmark(cfg) == paths
+    assert [p.stat().st_mtime_ns for p in paths] == mtimes
+    # changed settings for the same record file: refuse instead of silently mixing results
+    changed = _changed(cfg)
+    with pytest.raises(ValueError, match=r"was made with different settings"):
+        run_benchmark(changed)
+
+
+def _changed(cfg):
+    d = cfg.as_dict()
+    raw = {
+        "name": d["name"], "dataset": d["dataset"], "data_dir": d["data_dir"], "cache_dir": d["cache_dir"],
+        "output_dir": d["output_dir"], "seeds": d["seeds"], "model": d["model"],
+        "training": {**d["training"], "epochs": 2},
+        "splits": [{"family": "LOCO", "folds": [0]}],
+        "methods": {"erm": {}},
+    }
+    return config_from_dict(raw)
+
+
+def test_report_from_tiny_run(tiny_run):
+    cfg, paths, out = tiny_run
+    md = make_report(Path(cfg.output_dir) / "records", out / "report")
+    text = md.read_text()
+    assert md.name == "RESULTS_tiny.md"
+    assert "| erm |" in text and "| cal |" in text and "run_benchmark" in text
+    assert (out / "report" / "tiny_bar_LOCO.png").stat().st_size > 1000
+    assert (out / "report" / "tiny_parity_LOCO_0.png").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- report from synthetic records
+
+
+def _rec(method, split, fold, seed, mae, kind="erm"):
+    adv = 10 if kind == "cal" else 0
+    cal = {"cost_min": 90.0, "cost_mean": 100.0, "cost_max": 110.0, "cost_frozen": 0.0, "gamma": 0.011}
+    cal = cal if kind == "cal" else None
+    return {
+        "benchmark": "synth", "method": method, "method_kind": kind, "split": split, "fold": str(fold), "seed": seed,
+        "dataset": "d", "target": "t", "units": "eV",
+        "metrics": {"test": {"mae": mae, "rmse": mae * 1.5, "n": 3}},
+        "optimizer_steps": {"erm": 100, "adversarial": adv, "total": 100 + adv},
+        "cal": cal,
+        "ood_score": 2.0, "wall_seconds": 10.0, "device": "cpu",
+        "test_predictions": {"ids": [0, 1, 2], "y_true": [1.0, 2.0, 3.0], "y_pred": [1.1, 2.1, 2.9]},
+        "config": {"source": "benchmarks/configs/synth.toml"},
+    }
+
+
+def _synthetic_records():
+    recs = []
+    for k, (fold, seed) in enumerate([(f, s) for f in range(3) for s in range(2)]):
+        erm = 1.0 + 0.1 * k
+        recs += [_rec("erm", "LOCO", fold, seed, erm), _rec("cal", "LOCO", fold, seed, 0.9 * erm, "cal")]
+    recs += [_rec("erm", "SparseYcluster", 0, 0, 1.0), _rec("cal", "SparseYcluster", 0, 0, 1.1, "cal")]
+    recs += [_rec("erm", "SparseYcluster", 1, 0, 2.0), _rec("cal", "SparseYcluster", 1, 0, 2.4, "cal")]
+    recs += [_rec("erm", "random", 0, 0, 0.5), _rec("cal", "random", 0, 0, 0.55, "cal")]
+    return recs
+
+
+def test_paired_test_choice():
+    p, name = paired_test([0.9, 1.0, 1.1, 1.2, 1.3, 1.4], [1, 1.1, 1.2, 1.3, 1.4, 1.5])
+    assert name == "wilcoxon" and p == pytest.approx(stats.wilcoxon([-0.1] * 6).pvalue) and p < 0.05
+    p, name = paired_test([1.1, 2.4], [1.0, 2.0])
+    assert name == "paired t" and p == pytest.approx(stats.ttest_rel([1.1, 2.4], [1.0, 2.0]).pvalue)
+    assert paired_test([1.0], [1.0])[0] != paired_test([1.0], [1.0])[0]  # NaN for one pair
+    assert paired_test([1.0, 2.0], [1.0, 2.0])[0] == 1.0
+    with pytest.raises(ValueError, match="same length"):
+        paired_test([1.0], [1.0, 2.0])
+
+
+def test_summarize_known_numbers():
+    rows = {(r["split"], r["method"]): r for r in summarize(_synthetic_records())}
+    loco = rows[("LOCO", "cal")]
+    assert loco["n"] == 6 and loco["n_pairs"] == 6 and loco["test"] == "wilcoxon"
+    assert loco["rel_change_pct"] == pytest.approx(-10.0)
+    erm_maes = [1.0 + 0.1 * k for k in range(6)]
+    assert rows[("LOCO", "erm")]["test_mae_mean"] == pytest.approx(sum(erm_maes) / 6)
+    assert loco["test_mae_mean"] == pytest.approx(0.9 * sum(erm_maes) / 6)
+    assert loco["p_value"] == pytest.approx(stats.wilcoxon([0.9 * x for x in erm_maes], erm_maes).pvalue)
+    sy = rows[("SparseYcluster", "cal")]
+    assert sy["test"] == "paired t" and sy["rel_change_pct"] == pytest.approx(15.0)
+    assert sy["p_value"] == pytest.approx(stats.ttest_rel([1.1, 2.4], [1.0, 2.0]).pvalue)
+    assert sy["id_mae_mean"] == pytest.approx(0.55) and rows[("LOCO", "erm")]["id_mae_mean"] == pytest.approx(0.5)
+    assert math.isnan(rows[("LOCO", "erm")]["rel_change_pct"])
+    assert loco["steps"] == 110 and loco["cal"]["gamma"] == pytest.approx(0.011)
+    assert list(rows)[-1][0] == "random"  # the in-distribution control comes last
+
+
+def test_make_report_synthetic(tmp_path):
+    rdir = tmp_path / "records"
+    rdir.mkdir()
+    for r in _synthetic_records():
+        (rdir / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
+    md = make_report(rdir, tmp_path / "out", commands=["bash benchmarks/run_ood_cpu.sh"])
+    text = md.read_text()
+    assert md.name == "RESULTS_synth.md"
+    assert "bash benchmarks/run_ood_cpu.sh" in text
+    assert "### LOCO" in text and "### SparseYcluster" in text and "### random" in text
+    assert "| cal | 1.1250 ± 0.1684 | -10.0 % | 0.0312 | wilcoxon (n=6) | 0.5500 | 6 |" in text
+    assert "| erm | 1.2500 ± 0.1871 | — | — | — | 0.5000 | 6 |" in text
+    assert "| cal | 1.7500 ± 0.9192 | +15.0 % | 0.344 | paired t (n=2) |" in text
+    assert "| cal | 0.5500 | +10.0 % | n/a | paired t (n=1) |" in text
+    assert "Wilcoxon signed-rank" in text and "paired t-test" in text
+    pngs = ("synth_bar_LOCO.png", "synth_bar_SparseYcluster.png", "synth_bar_random.png", "synth_parity_LOCO_0.png")
+    for png in pngs:
+        assert (tmp_path / "out" / png).stat().st_size > 1000
+    # default commands name the records' config file
+    text = make_report(rdir, tmp_path / "out2").read_text()
+    assert "run_benchmark('benchmarks/configs/synth.toml')" in text
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        load_records(tmp_path / "none")
+    (tmp_path / "r").mkdir()
+    with pytest.raises(ValueError, match="holds no"):
+        make_report(tmp_path / "r", tmp_path / "o")
+    (tmp_path / "r" / "x.json").write_text(json.dumps(_rec("erm", "LOCO", 0, 0, 1.0)))
+    with pytest.raises(ValueError, match=r"baseline 'ermm' has no records; methods with records: \['erm'\]"):
+        make_report(tmp_path / "r", tmp_path / "o", baseline="ermm")
+    (tmp_path / "r" / "y.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"is not a benchmark record"):
+        load_records(tmp_path / "r")
+
