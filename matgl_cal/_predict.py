@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
+from matgl_cal.models import clear_feature_cache
+
 __all__ = ["predict_potential", "predict_property"]
 
 
@@ -61,6 +63,7 @@ def predict_potential(
     finally:
         potential.calc_forces, potential.calc_stresses = calc_forces, calc_stresses
         potential.train(was_training)
+        clear_feature_cache(potential)
     return np.concatenate(energies).astype(np.float64), (all_forces if forces else None)
 
 
@@ -79,4 +82,5 @@ def predict_property(model: Any, structures: Sequence[Structure], *, batch_size:
                 out.append(model(g=g, state_attr=state).reshape(-1).cpu().numpy())
     finally:
         model.train(was_training)
+        clear_feature_cache(model)
     return np.concatenate(out).astype(np.float64)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from matgl_cal.labelled import LabelledData, check_elements, read_labelled
-from matgl_cal.models import is_potential
+from matgl_cal.models import clone_model, is_potential
 
 if TYPE_CHECKING:
     from matgl.apps.pes import Potential
@@ -80,7 +80,7 @@ def predict_energies(potential: Potential, structures: Sequence[Structure], *, b
     model = potential.model
     # A shallow copy has its own flag attributes but shares the parameters; in train mode take a
     # deep copy so that eval() does not touch the caller's module.
-    evaluator = copy.deepcopy(potential).eval() if potential.training else copy.copy(potential)
+    evaluator = clone_model(potential).eval() if potential.training else copy.copy(potential)
     evaluator.calc_forces = False
     evaluator.calc_stresses = False
     evaluator.calc_hessian = False
@@ -122,7 +122,7 @@ def _with_refs(potential: Potential, delta: np.ndarray) -> Potential:
     """Deep copy of ``potential`` with ``delta`` (eV/atom, per element position) added to its refs."""
     from matgl.layers import AtomRef
 
-    new = copy.deepcopy(potential)
+    new = clone_model(potential)
     delta_t = torch.as_tensor(delta, dtype=new.data_mean.dtype, device=new.data_mean.device)
     if new.element_refs is None:
         new.element_refs = AtomRef(property_offset=delta_t.clone())

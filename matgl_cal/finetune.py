@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from matgl_cal._predict import predict_potential, predict_property
 from matgl_cal._tasks import potential_energies
 from matgl_cal.callback import AdversarialAugmentation
 from matgl_cal.labelled import LabelledData, check_elements, collate_fn_for, read_labelled, to_mgl_dataset
-from matgl_cal.models import is_potential, load_pretrained
+from matgl_cal.models import clone_model, is_potential, load_pretrained
 
 __all__ = ["FinetuneResult", "evaluate", "finetune_adversarial", "rattled"]
 
@@ -335,7 +334,7 @@ def finetune_adversarial(
             "lower batch_size or give more target samples"
         )
 
-    start = copy.deepcopy(pretrained).cpu()
+    start = clone_model(pretrained).cpu()
     offset_info = None
     if potential and energy_offset is not None:
         from matgl_cal.baselines import fit_energy_offset, refit_element_refs
@@ -390,7 +389,7 @@ def _fit_member(
     seed: int, device: str, progress: bool,
 ) -> tuple[Any, list[dict[str, float]], float]:
     L.seed_everything(seed, workers=True, verbose=False)
-    work = copy.deepcopy(start).cpu().train()
+    work = clone_model(start).cpu().train()
     bare = work.model if potential else work
     energy_only = potential and fit_data.forces is None
     if potential:
@@ -446,7 +445,7 @@ def _fit_member(
         p.requires_grad_(True)
 
     # Same class and construction arguments as the start model (so save/load round-trips), trained weights.
-    result = copy.deepcopy(start)
+    result = clone_model(start)
     result.load_state_dict(module.model.state_dict())
     alpha = 1.0
     if wise_ft and val_data is not None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MODELS_ENV_VAR", "MODEL_FILES", "is_potential", "load_pretrained"]
+__all__ = ["MODELS_ENV_VAR", "MODEL_FILES", "clear_feature_cache", "clone_model", "is_potential", "load_pretrained"]
 
 #: Files that make up a saved MatGL model directory.
 MODEL_FILES = ("model.pt", "state.pt", "model.json")
@@ -149,3 +149,22 @@ def load_pretrained(model: Any, *, models_dir: str | Path | None = None) -> torc
             f"'{name}/'."
         ) from err
     return loaded.eval()
+
+
+def clear_feature_cache(model: torch.nn.Module) -> None:
+    """Drop the ``feature_dict`` every MatGL model keeps from its last forward pass.
+
+    After a forward pass with autograd (e.g. forces) that cache holds non-leaf tensors, which keeps
+    their graph alive and makes ``copy.deepcopy`` fail.
+    """
+    for module in model.modules():
+        if isinstance(getattr(module, "feature_dict", None), dict):
+            module.feature_dict = {}
+
+
+def clone_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of a MatGL model (its forward-pass feature cache is cleared first)."""
+    import copy
+
+    clear_feature_cache(model)
+    return copy.deepcopy(model)

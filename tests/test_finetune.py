@@ -289,3 +289,12 @@ def _label(atoms, energy):
     atoms = copy.deepcopy(atoms)
     atoms.calc = SinglePointCalculator(atoms, energy=energy)
     return atoms
+
+
+def test_finetune_after_a_force_evaluation_of_the_same_model(tiny_potential):
+    """A forward pass with forces leaves graph-attached tensors in MatGL's feature cache; copying must still work."""
+    pot, _ = tiny_potential
+    data = read_labelled(emt_atoms(6))
+    evaluate(pot, data)
+    result = finetune_adversarial(pot, data, adversarial=False, **{**FAST, "energy_offset": "ridge"})
+    assert result.history

@@ -1,0 +1,196 @@
+"""Targeted fine-tuning of the universal potential on WBM energies: CAL vs conventional fine-tuning.
+
+Setup (relation shift): the pretrained M3GNet-PES-MatPES-PBE-2025.2 is adapted to WBM total energies
+(``matcalc_benchmark_data/wbm-random-pbe52-equilibrium-2025.1.json.gz``, structures without
+lanthanides, <= 24 atoms). A fixed test set of ``--n-test`` structures; nested target sets of
+``n_target`` structures drawn from the rest per seed. Retention: deviation of energies (eV/atom) and
+forces (eV/A) from the pretrained model's own predictions on 30 rattled (0.05 A) MP binaries of
+<= 16 atoms (``mp-binary-pbe-elasticity-2025.1.json.gz``); distillation structures are 60 other
+rattled MP binaries.
+
+Methods (same data, splits, seeds and budget for each):
+  zero_shot; offset (one per-atom median offset); ridge (regularised element-reference refit);
+  finetune / cal: conventional / targeted-CAL fine-tuning started from the ridge refit;
+  finetune+af / cal+af: the same with anti-forgetting (distillation replay, L2-SP, WiSE-FT).
+
+Run: ``python benchmarks/bench_finetune.py --json out.json`` (see --help for the grid); writes a
+markdown table to stdout and, with ``--png``, the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Structure
+
+from matgl_cal import LabelledData, evaluate, finetune_adversarial, load_pretrained, rattled
+from matgl_cal.baselines import fit_energy_offset, refit_element_refs
+
+LANTHANIDES = set("La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu".split())
+MODEL = "M3GNet-PES-MatPES-PBE-2025.2"
+
+
+def load_wbm(data_dir: Path, max_atoms: int) -> LabelledData:
+    records = json.load(gzip.open(data_dir / "matcalc_benchmark_data" / "wbm-random-pbe52-equilibrium-2025.1.json.gz"))
+    structures, energies = [], []
+    for r in records:
+        s = Structure.from_dict(r["structure"])
+        if len(s) <= max_atoms and not ({el.symbol for el in s.composition} & LANTHANIDES):
+            structures.append(s)
+            energies.append(float(r["energy"]))
+    return LabelledData(structures=structures, energies=np.array(energies))
+
+
+def load_mp_binaries(data_dir: Path, n: int) -> list[Structure]:
+    records = json.load(gzip.open(data_dir / "matcalc_benchmark_data" / "mp-binary-pbe-elasticity-2025.1.json.gz"))
+    out = [Structure.from_dict(r["structure"]) for r in records]
+    out = [s for s in out if len(s) <= 16]
+    rng = np.random.default_rng(123)
+    return [out[i] for i in rng.permutation(len(out))[:n]]
+
+
+METHODS = {
+    "finetune": {"adversarial": False},
+    "cal": {"adversarial": True},
+    "finetune+af": {"adversarial": False, "anti_forgetting": True},
+    "cal+af": {"adversarial": True, "anti_forgetting": True},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MATGL_CAL_DATA", "../shared/data")))
+    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MATGL_CAL_MODELS", "../shared/models")))
+    parser.add_argument("--n-target", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--max-atoms", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--l2sp", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, default=None, help="append-safe results file (resumable)")
+    parser.add_argument("--png", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    wbm = load_wbm(args.data_dir, args.max_atoms)
+    order = np.random.default_rng(0).permutation(len(wbm))
+    test = wbm.subset(order[: args.n_test])
+    pool = order[args.n_test :]
+    mp = load_mp_binaries(args.data_dir, 90)
+    retention = LabelledData(structures=rattled(mp[:30], seed=1), energies=np.zeros(30))
+    distill = rattled(mp[30:], seed=2)
+    pretrained = load_pretrained(MODEL, models_dir=args.models_dir)
+
+    results = json.loads(args.json.read_text()) if args.json and args.json.exists() else []
+    done = {(r["method"], r["n_target"], r["seed"]) for r in results}
+
+    def record(method: str, n: int, seed: int, model, seconds: float, extra: dict | None = None) -> None:
+        row = {"method": method, "n_target": n, "seed": seed, "seconds": seconds,
+               "test_energy_mae": evaluate(model, test)["energy_mae"]}
+        drift = evaluate(model, retention, reference=pretrained)
+        row.update(retention_force_mae=drift["force_mae"], retention_energy_mae=drift["energy_mae"])
+        row.update(extra or {})
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+
+    if ("zero_shot", 0, 0) not in done:
+        record("zero_shot", 0, 0, pretrained, 0.0)
+    for n in args.n_target:
+        for seed in args.seeds:
+            target = wbm.subset(np.random.default_rng(seed).permutation(pool)[:n])
+            for name, fitter in (("offset", fit_energy_offset), ("ridge", refit_element_refs)):
+                if (name, n, seed) not in done:
+                    t0 = time.perf_counter()
+                    model, _ = fitter(pretrained, target)
+                    record(name, n, seed, model, time.perf_counter() - t0)
+            for method in args.methods:
+                if (method, n, seed) in done:
+                    continue
+                spec = METHODS[method]
+                extra = {}
+                if spec.get("anti_forgetting"):
+                    extra = {"distill": distill, "replay_ratio": 1.0, "l2sp": args.l2sp, "wise_ft": True}
+                t0 = time.perf_counter()
+                result = finetune_adversarial(
+                    pretrained, target, adversarial=spec["adversarial"], epochs=args.epochs, batch_size=8,
+                    lr=args.lr, energy_offset="ridge", val_fraction=0.25, early_stopping_patience=5, seed=seed,
+                    **extra,
+                )
+                record(method, n, seed, result.model, time.perf_counter() - t0,
+                       {"wise_alpha": result.wise_alpha, "epochs_run": len(result.history)})
+
+    print(table(results))
+    if args.png:
+        figure(results, args.png)
+    return 0
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def table(results: list[dict]) -> str:
+    ns = sorted({r["n_target"] for r in results if r["n_target"] > 0})
+    methods = ["zero_shot", "offset", "ridge", *METHODS]
+    lines = ["| method | " + " | ".join(f"n={n} test MAE (eV/atom)" for n in ns)
+             + " | " + " | ".join(f"n={n} force drift (eV/A)" for n in ns) + " |",
+             "|---|" + "---|" * (2 * len(ns))]
+    for m in methods:
+        rows = [r for r in results if r["method"] == m]
+        if not rows:
+            continue
+        cells, drifts = [], []
+        for n in ns:
+            sel = rows if m == "zero_shot" else [r for r in rows if r["n_target"] == n]
+            cells.append(_mean_std([r["test_energy_mae"] for r in sel]) if sel else "")
+            drifts.append(_mean_std([r["retention_force_mae"] for r in sel]) if sel else "")
+        lines.append(f"| {m} | " + " | ".join(cells) + " | " + " | ".join(drifts) + " |")
+    return "\n".join(lines)
+
+
+def figure(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = sorted({r["n_target"] for r in results if r["n_target"] > 0})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for m in ["zero_shot", "offset", "ridge", *METHODS]:
+        rows = [r for r in results if r["method"] == m]
+        if not rows:
+            continue
+        if m == "zero_shot":
+            ax1.axhline(rows[0]["test_energy_mae"], color="gray", ls="--", label=m)
+            continue
+        mu = [statistics.mean([r["test_energy_mae"] for r in rows if r["n_target"] == n]) for n in ns]
+        sd = [statistics.pstdev([r["test_energy_mae"] for r in rows if r["n_target"] == n]) for n in ns]
+        ax1.errorbar(ns, mu, yerr=sd, marker="o", capsize=3, label=m)
+        drift = [statistics.mean([r["retention_force_mae"] for r in rows if r["n_target"] == n]) for n in ns]
+        ax2.plot(ns, drift, marker="o", label=m)
+    ax1.set(xscale="log", xlabel="n_target (WBM structures)", ylabel="test energy MAE (eV/atom)",
+            title="Target domain (200 held-out WBM)")
+    ax2.set(xscale="log", xlabel="n_target", ylabel="force drift vs pretrained (eV/A)",
+            title="Retention (30 rattled MP binaries)")
+    ax2.axhline(0.02, color="red", ls=":", label="target 0.02")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
