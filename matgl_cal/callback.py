@@ -352,7 +352,7 @@ class AdversarialAugmentation(Callback):
         return self._task.split(batch)
 
     def _rank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader: Any) -> torch.Tensor:
-        """All training indices, hardest first; identical on every process."""
+        """Candidate indices (the adversarial pool, else all training samples), hardest first; identical on every process."""
         n = len(loader.dataset)
         world, rank = trainer.world_size, trainer.global_rank
         candidates = list(range(n)) if self.adversarial_pool is None else self.adversarial_pool.tolist()

@@ -308,6 +308,21 @@ def test_ranking_puts_hardest_first():
     assert scores.shape == (12,)
 
 
+def test_adversarial_pool_restricts_seeds_and_ranking():
+    ds = b.property_dataset(12)
+    train, val = b.loaders(ds, 2)
+    pool = [1, 4, 7, 10]
+    cb = AdversarialAugmentation(warmup_epochs=0, adversarial_batches=2, rerank_every=1, adversarial_pool=pool)
+    trainer(2, [cb]).fit(property_module(), train, val)
+    assert sorted(cb.ranking.tolist()) == pool
+    assert cb.adversarial_steps_done == 4
+    assert all(set(batch) <= set(pool) for batch in cb._plan) and sum(map(len, cb._plan)) == 4
+    with pytest.raises(ValueError, match="adversarial_pool holds index 99 but the training dataset has 12 samples"):
+        trainer(1, [AdversarialAugmentation(warmup_epochs=0, adversarial_pool=[99])]).fit(property_module(), train, val)
+    with pytest.raises(ValueError, match="adversarial_pool must be a non-empty list"):
+        AdversarialAugmentation(adversarial_pool=[])
+
+
 def test_environment_labels_from_structures():
     from matgl_cal.environments import environment_labels, structure_group
 
