@@ -17,6 +17,7 @@ from matgl_cal.costs import CostState, cost_gradient_direction, stratified_risk
 from matgl_cal.finetune import FinetuneResult, evaluate, finetune_adversarial, rattled
 from matgl_cal.labelled import LabelledData, read_labelled
 from matgl_cal.models import load_pretrained
+from matgl_cal.training import TrainResult, train_model
 from matgl_cal.spaces import (
     EmbeddingSpace,
     LatentModuleSpace,
@@ -44,6 +45,7 @@ __all__ = [
     "PositionsSpace",
     "ReadoutSpace",
     "StrainSpace",
+    "TrainResult",
     "__version__",
     "available_spaces",
     "cost_gradient_direction",
@@ -56,4 +58,5 @@ __all__ = [
     "read_labelled",
     "register_space",
     "stratified_risk",
+    "train_model",
 ]

@@ -310,6 +310,8 @@ def finetune_adversarial(
     data = target if isinstance(target, LabelledData) else read_labelled(target, target_key=target_key,
                                                                           stress_unit=stress_unit)
     _check_data(data, pretrained, potential, "target")
+    if potential and stress_weight == 0:
+        data = _without_stresses(data)
     if len(data) < 2:
         raise ValueError(f"target must hold at least 2 labelled structures, got {len(data)}")
     src = None
@@ -317,6 +319,8 @@ def finetune_adversarial(
         src = source if isinstance(source, LabelledData) else read_labelled(source, target_key=target_key,
                                                                             stress_unit=stress_unit)
         _check_data(src, pretrained, potential, "source")
+        if stress_weight == 0:
+            src = _without_stresses(src)
     evals = {
         name: (d if isinstance(d, LabelledData) or d is None else read_labelled(d, target_key=target_key,
                                                                                  stress_unit=stress_unit))
@@ -495,8 +499,19 @@ def _replay_data(
     elif potential and chosen.forces is None:
         raise ValueError("the target has force labels but the replayed source data has none; give forces for both")
     if potential and fit.stresses is None and chosen.stresses is not None:
-        chosen = LabelledData(structures=chosen.structures, energies=chosen.energies, forces=chosen.forces)
+        chosen = _without_stresses(chosen)
+    elif potential and fit.stresses is not None and chosen.stresses is None:
+        raise ValueError(
+            "the target has stress labels (stress_weight > 0) but the replayed data has none; give stresses for "
+            "both or set stress_weight=0"
+        )
     return chosen
+
+
+def _without_stresses(data: LabelledData) -> LabelledData:
+    if data.stresses is None:
+        return data
+    return LabelledData(structures=data.structures, energies=data.energies, forces=data.forces, groups=data.groups)
 
 
 def _check_data(data: LabelledData, model: Any, potential: bool, name: str) -> None:

@@ -43,8 +43,8 @@ def emt_structures(n: int = 6, seed: int = 0) -> tuple[list[Structure], list[flo
         atoms.calc = EMT()
         energies.append(float(atoms.get_potential_energy()))
         forces.append(atoms.get_forces())
-        # MatGL potentials predict stress in GPa with the opposite sign to ASE.
-        stresses.append(-atoms.get_stress(voigt=False) * 160.21766208)
+        # MatGL potentials predict stress in GPa with the same (tensile-positive) sign as ASE.
+        stresses.append(atoms.get_stress(voigt=False) * 160.21766208)
         structures.append(AseAtomsAdaptor.get_structure(atoms))
     return structures, energies, forces, stresses
 

@@ -1,0 +1,72 @@
+"""`mgl-cal finetune`, `evaluate`, `benchmark --dry-run` and `report` end to end on tiny inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from ase.io import write
+from matgl.apps.pes import Potential
+
+import builders as b
+from matgl_cal.cli import main
+from test_benchmark import _synthetic_records
+from test_finetune import emt_atoms
+
+
+@pytest.fixture
+def files(tmp_path):
+    torch.manual_seed(0)
+    Potential(model=b.tiny_model("M3GNet", intensive=False), calc_stresses=True).save(tmp_path / "pot")
+    write(tmp_path / "target.extxyz", emt_atoms(8))
+    write(tmp_path / "heldout.extxyz", emt_atoms(4, seed=3))
+    write(tmp_path / "source.extxyz", emt_atoms(4, seed=7, scale=1.02))
+    return tmp_path
+
+
+def test_finetune_then_evaluate(files, capsys):
+    out = files / "tuned"
+    code = main([
+        "finetune", "--model", str(files / "pot"), "--target", str(files / "target.extxyz"), "--out", str(out),
+        "--eval-target", str(files / "heldout.extxyz"), "--eval-source", str(files / "source.extxyz"),
+        "--distill", str(files / "source.extxyz"), "--l2sp", "1.0", "--epochs", "2", "--batch-size", "2",
+        "--energy-offset", "none",
+    ])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "targeted CAL" in text and "| eval_target_energy_mae |" in text and "retention: drift from pretrained" in text
+    assert (out / "model" / "model.json").is_file()
+    code = main(["evaluate", "--model", str(out / "model"), "--data", str(files / "heldout.extxyz"),
+                 "--reference", str(files / "pot")])
+    text = capsys.readouterr().out
+    assert code == 0 and "| energy_mae |" in text and "| force_mae |" in text and "drift from reference" in text
+
+
+def test_finetune_errors_exit_2(files, capsys):
+    (files / "full").mkdir()
+    (files / "full" / "x").write_text("x")
+    code = main(["finetune", "--model", str(files / "pot"), "--target", str(files / "target.extxyz"),
+                 "--out", str(files / "full"), "--epochs", "1", "--batch-size", "2"])
+    assert code == 2 and "exists and is not empty" in capsys.readouterr().err
+    code = main(["finetune", "--model", str(files / "pot"), "--target", str(files / "missing.extxyz"),
+                 "--out", str(files / "o")])
+    assert code == 2 and "missing.extxyz" in capsys.readouterr().err
+    assert not (files / "o").exists()
+
+
+def test_report_command(tmp_path, capsys):
+    records = tmp_path / "records"
+    records.mkdir()
+    for r in _synthetic_records():
+        (records / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
+    assert main(["report", str(records), str(tmp_path / "out")]) == 0
+    assert "RESULTS_synth.md" in capsys.readouterr().out
+    assert "mgl-cal report" in (tmp_path / "out" / "RESULTS_synth.md").read_text()
+
+
+def test_benchmark_dry_run_and_bad_config(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ndataset = "matbench_dielectric"\nseedz = [0]\n')
+    assert main(["benchmark", str(bad)]) == 2
+    assert "seedz" in capsys.readouterr().err
