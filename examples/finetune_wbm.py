@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-atoms", type=int, default=24)
     parser.add_argument("--no-adversarial", action="store_true", help="conventional fine-tuning instead of CAL")
     parser.add_argument("--out", type=Path, default=None, help="write the adapted model here")
+    parser.add_argument("--tiny", action="store_true", help="10 target / 10 test structures, 1 epoch (CI)")
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.n_target, args.n_test, args.epochs = 10, 10, 1
 
     wbm_file = args.data_dir / "matcalc_benchmark_data" / "wbm-random-pbe52-equilibrium-2025.1.json.gz"
     records = json.load(gzip.open(wbm_file))
