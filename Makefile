@@ -29,4 +29,4 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 demo: setup
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/finetune_wbm.py
