@@ -16,7 +16,7 @@ import pytest
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
-from builders import CUTOFF, ELEMENTS, emt_structures, property_structures, tiny_model
+from builders import CUTOFF, emt_structures, property_structures, tiny_model
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from matgl_cal import AdversarialAugmentation

@@ -21,7 +21,6 @@ Protocol (identical for every method, see ``docs/DESIGN.md``):
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -31,7 +30,7 @@ import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
