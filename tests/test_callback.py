@@ -473,3 +473,19 @@ def test_no_warning_spam_in_a_normal_run():
         trainer(2, [AdversarialAugmentation(warmup_epochs=1, adversarial_batches=1)]).fit(property_module(), train, val)
     ours = [w for w in caught if "matgl_cal" in str(w.filename)]
     assert ours == []
+
+
+def test_works_through_mgl_potential_trainer():
+    from matgl.utils.training import MGLPotentialTrainer
+
+    torch.manual_seed(0)
+    cb = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=1)
+    mgl_trainer = MGLPotentialTrainer(
+        b.tiny_model("M3GNet", intensive=False), stress_weight=0.1, batch_size=2, max_epochs=2, accelerator="cpu",
+        devices=1, trainer_kwargs={"callbacks": [cb], "logger": False, "enable_checkpointing": False,
+                                   "enable_progress_bar": False},
+        loader_kwargs={"num_workers": 0, "frac_list": [0.6, 0.2, 0.2]},
+    )
+    potential = mgl_trainer.fit(dataset=b.potential_dataset(10))
+    assert cb.adversarial_steps_done == 1 and cb.costs.n_updates == 1
+    assert potential is mgl_trainer.lit_module.model
