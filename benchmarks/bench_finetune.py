@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = finetune_adversarial(
                     pretrained, target, adversarial=spec["adversarial"], epochs=args.epochs, batch_size=8,
                     lr=args.lr, energy_offset="ridge", val_fraction=0.25, early_stopping_patience=5, seed=seed,
+                    progress=False,
                     **extra,
                 )
                 record(method, n, seed, result.model, time.perf_counter() - t0,
@@ -183,6 +184,9 @@ def figure(results: list[dict], path: Path) -> None:
         ax2.plot(ns, drift, marker="o", label=m)
     ax1.set(xscale="log", xlabel="n_target (WBM structures)", ylabel="test energy MAE (eV/atom)",
             title="Target domain (200 held-out WBM)")
+    for ax in (ax1, ax2):
+        ax.set_xticks(ns, [str(n) for n in ns], minor=False)
+        ax.minorticks_off()
     ax2.set(xscale="log", xlabel="n_target", ylabel="force drift vs pretrained (eV/A)",
             title="Retention (30 rattled MP binaries)")
     ax2.axhline(0.02, color="red", ls=":", label="target 0.02")

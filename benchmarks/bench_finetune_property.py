@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     t1 = time.perf_counter()
                     res = finetune_adversarial(pre.model, target, adversarial=spec["adversarial"], epochs=args.epochs,
                                                batch_size=16, lr=1e-3, val_fraction=0.25, early_stopping_patience=5,
-                                               seed=seed, **extra)
+                                               seed=seed, progress=False, **extra)
                     record(method, res.model, time.perf_counter() - t1)
     print(table(results))
     return 0

@@ -236,7 +236,8 @@ def _add_finetune(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--models-dir", default=None)
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show Lightning's progress bar")
     p.set_defaults(func=_run_finetune)
 
 

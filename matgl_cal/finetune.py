@@ -256,7 +256,7 @@ def finetune_adversarial(
     models_dir: str | os.PathLike | None = None,
     output_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool = True,
 ) -> FinetuneResult:
     """Adapt a pretrained MatGL model to one target domain from a few labelled samples.
 

@@ -31,7 +31,7 @@ def test_finetune_then_evaluate(files, capsys):
         "finetune", "--model", str(files / "pot"), "--target", str(files / "target.extxyz"), "--out", str(out),
         "--eval-target", str(files / "heldout.extxyz"), "--eval-source", str(files / "source.extxyz"),
         "--distill", str(files / "source.extxyz"), "--l2sp", "1.0", "--epochs", "2", "--batch-size", "2",
-        "--energy-offset", "none",
+        "--energy-offset", "none", "--no-progress",
     ])
     text = capsys.readouterr().out
     assert code == 0

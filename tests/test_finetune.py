@@ -47,7 +47,7 @@ def energy_only(atoms_list):
     return LabelledData(structures=data.structures, energies=data.energies)
 
 
-FAST = {"epochs": 2, "batch_size": 2, "lr": 1e-3, "val_fraction": 0.25, "energy_offset": None}
+FAST = {"epochs": 2, "batch_size": 2, "lr": 1e-3, "val_fraction": 0.25, "energy_offset": None, "progress": False}
 
 
 @pytest.mark.parametrize("adversarial", [False, True])
@@ -275,7 +275,7 @@ def test_shared_universal_potential_one_step(shared_dir):
     data = LabelledData(structures=read_labelled([_label(a, -3.3 * len(a)) for a in atoms]).structures,
                         energies=np.array([-3.3 * len(a) for a in atoms]))
     result = finetune_adversarial(model_dir, data, adversarial=True, epochs=1, batch_size=2, val_fraction=0.0,
-                                  energy_offset=None)
+                                  energy_offset=None, progress=False)
     assert isinstance(result.model, Potential)
     assert any(not torch.equal(p, q) for p, q in zip(result.pretrained.parameters(), result.model.parameters(),
                                                        strict=True))
