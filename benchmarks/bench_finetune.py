@@ -184,12 +184,12 @@ def figure(results: list[dict], path: Path) -> None:
         ax2.plot(ns, drift, marker="o", label=m)
     ax1.set(xscale="log", xlabel="n_target (WBM structures)", ylabel="test energy MAE (eV/atom)",
             title="Target domain (200 held-out WBM)")
-    for ax in (ax1, ax2):
-        ax.set_xticks(ns, [str(n) for n in ns], minor=False)
-        ax.minorticks_off()
     ax2.set(xscale="log", xlabel="n_target", ylabel="force drift vs pretrained (eV/A)",
             title="Retention (30 rattled MP binaries)")
     ax2.axhline(0.02, color="red", ls=":", label="target 0.02")
+    for ax in (ax1, ax2):
+        ax.set_xticks(ns, [str(n) for n in ns], minor=False)
+        ax.minorticks_off()
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
     fig.tight_layout()
