@@ -160,6 +160,9 @@ def build_model(
     cutoff: float = 5.0,
     hidden: int = 64,
     nblocks: int = 3,
+    threebody_cutoff: float | None = None,
+    max_n: int = 3,
+    max_l: int = 3,
 ) -> nn.Module:
     """Build an untrained MatGL model sized by two knobs.
 
@@ -174,6 +177,9 @@ def build_model(
         hidden: Width of node/edge features and hidden layers (M3GNet ``units``, TensorNet
             ``units``, MEGNet embeddings and MLP widths).
         nblocks: Number of interaction (message-passing) blocks.
+        threebody_cutoff: M3GNet's three-body cutoff in A; default ``min(4, cutoff)``.
+        max_n: M3GNet radial basis size.
+        max_l: M3GNet angular basis size.
 
     Returns:
         The model, with freshly initialised weights (seed torch first for reproducibility).
@@ -201,8 +207,10 @@ def build_model(
             dim_node_embedding=hidden,
             dim_edge_embedding=hidden,
             nblocks=nblocks,
+            max_n=max_n,
+            max_l=max_l,
             cutoff=float(cutoff),
-            threebody_cutoff=min(4.0, float(cutoff)),
+            threebody_cutoff=min(4.0, float(cutoff)) if threebody_cutoff is None else float(threebody_cutoff),
         )
     if family == "TensorNet":
         from matgl.models import TensorNet

@@ -72,8 +72,8 @@ class ModelConfig:
 
     Attributes:
         family: ``"M3GNet"`` or ``"MEGNet"`` (intensive property models).
-        units: Width: M3GNet ``units`` and node/edge embedding sizes; MEGNet node embedding size
-            and hidden widths (input ``(2u, u)``, conv ``(2u, 2u, u)``, output ``(u, u // 2)``).
+        units: Width (``hidden`` of :func:`matgl_cal.training.build_model`): M3GNet ``units`` and
+            node/edge embedding sizes; MEGNet hidden widths.
         nblocks: Interaction blocks.
         cutoff: Graph cutoff radius (Angstrom).
         threebody_cutoff: M3GNet three-body cutoff (Angstrom); ignored by MEGNet.

@@ -239,37 +239,15 @@ def _plan(cfg: BenchmarkConfig, data: _Data) -> list[RunSpec]:
 
 
 def _build_model(cfg: BenchmarkConfig) -> torch.nn.Module:
+    """The benchmark's property model: :func:`matgl_cal.training.build_model` over MatGL's default elements."""
     from matgl.config import DEFAULT_ELEMENTS
 
+    from matgl_cal.training import build_model
+
     m = cfg.model
-    if m.family == "M3GNet":
-        from matgl.models import M3GNet
-
-        return M3GNet(
-            element_types=DEFAULT_ELEMENTS,
-            is_intensive=True,
-            units=m.units,
-            dim_node_embedding=m.units,
-            dim_edge_embedding=m.units,
-            nblocks=m.nblocks,
-            max_n=m.max_n,
-            max_l=m.max_l,
-            cutoff=m.cutoff,
-            threebody_cutoff=m.threebody_cutoff,
-        )
-    from matgl.models import MEGNet
-
-    u = m.units
-    return MEGNet(
-        dim_node_embedding=u,
-        dim_edge_embedding=u,
-        dim_state_embedding=2,
-        nblocks=m.nblocks,
-        hidden_layer_sizes_input=(2 * u, u),
-        hidden_layer_sizes_conv=(2 * u, 2 * u, u),
-        hidden_layer_sizes_output=(u, max(u // 2, 1)),
-        element_types=DEFAULT_ELEMENTS,
-        cutoff=m.cutoff,
+    return build_model(
+        m.family, element_types=DEFAULT_ELEMENTS, kind="property", cutoff=m.cutoff, hidden=m.units,
+        nblocks=m.nblocks, threebody_cutoff=m.threebody_cutoff, max_n=m.max_n, max_l=m.max_l,
     )
 
 
