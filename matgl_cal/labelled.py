@@ -579,6 +579,8 @@ def read_labelled(
       ``atoms.arrays["forces"]``, ``atoms.info["stress"]``; a property from ``atoms.info[target_key]``;
     * a list of records (dicts) with a ``"structure"`` (pymatgen dict or CIF/POSCAR/JSON string),
       ``"cif"`` or ``"poscar"`` entry and the label entry (default ``"energy"``);
+    * a MatGL ``MGLDataset`` built from structures (its ``structures`` and ``labels``: ``"energies"``,
+      ``"forces"``, ``"stresses"`` in MatGL's GPa, or one property key);
     * a path (``str``/``Path``) to a JSON or JSON.gz file holding such records, a CSV file with a
       ``structure``/``cif``/``poscar`` column and the target column, or any file ``ase.io.read``
       understands (extxyz, traj, ...), read with ``index=":"``.
@@ -621,6 +623,8 @@ def read_labelled(
         )
     if isinstance(source, str | Path):
         return _read_file(Path(source), target_key, factor, groups, group_key)
+    if _is_mgl_dataset(source):
+        return _from_mgl_dataset(source, target_key, groups)
     if isinstance(source, Sequence | np.ndarray) and not isinstance(source, str | bytes):
         items = list(source)
         if not items:
@@ -644,6 +648,35 @@ def read_labelled(
         "`source` must be a LabelledData, a list of Structures/Atoms/records or a path to an extxyz/JSON/CSV file; "
         f"got {type(source).__name__}."
     )
+
+
+def _is_mgl_dataset(source: Any) -> bool:
+    from matgl.graph.data import MGLDataset
+
+    return isinstance(source, MGLDataset)
+
+
+def _from_mgl_dataset(dataset: Any, target_key: str | None, groups: Any) -> LabelledData:
+    """LabelledData from an ``MGLDataset`` that still holds its structures (MatGL stresses are in GPa)."""
+    structures = list(getattr(dataset, "structures", None) or [])
+    if not structures:
+        raise ValueError(
+            "`source` is an MGLDataset without structures (e.g. loaded from a cache); pass the structures and "
+            "labels instead (read_labelled(structures, labels=...))."
+        )
+    labels = dict(dataset.labels)
+    if "energies" in labels:
+        mapping = {"energies": labels["energies"]}
+        if "forces" in labels:
+            mapping["forces"] = labels["forces"]
+        if "stresses" in labels:
+            mapping["stresses"] = labels["stresses"]
+        return _from_structures(structures, mapping, None, _stress_factor("GPa"), groups)
+    keys = list(labels)
+    key = target_key if target_key is not None else (keys[0] if len(keys) == 1 else None)
+    if key is None or key not in labels:
+        raise ValueError(f"`target_key` must name one of the MGLDataset's labels {keys}; got {target_key!r}.")
+    return _from_structures(structures, np.asarray(labels[key], dtype=float), key, 1.0, groups)
 
 
 def _is_structure_list(source: Any) -> bool:

@@ -98,7 +98,9 @@ def test_target_forms(tiny_potential, tmp_path):
     xyz = tmp_path / "target.extxyz"
     write(xyz, atoms)
     data = read_labelled(atoms)
-    for form in (atoms, str(xyz), data, (data.structures, {"energies": data.energies, "forces": data.forces})):
+    forms = (atoms, str(xyz), data, (data.structures, {"energies": data.energies, "forces": data.forces}),
+             b.potential_dataset(6))
+    for form in forms:
         if isinstance(form, tuple):
             result = finetune_adversarial(pot, read_labelled(form[0], labels=form[1]), adversarial=False, **FAST)
         else:

@@ -347,3 +347,17 @@ def test_energy_only_dataset_trains_without_force_loss(tmp_path, monkeypatch) ->
     trainer.fit(module, train, val)
     assert np.isfinite(float(trainer.callback_metrics["train_Total_Loss"]))
     assert not (tmp_path / "MGLDataset").exists()
+
+
+def test_mgl_dataset_source():
+    import builders as b
+
+    from matgl_cal.labelled import read_labelled as read
+
+    pot_ds = b.potential_dataset(4)
+    data = read(pot_ds)
+    assert data.kind == "potential" and len(data) == 4 and data.forces is not None and data.stresses is not None
+    np.testing.assert_allclose(data.stresses[0], np.asarray(pot_ds.labels["stresses"][0]), rtol=1e-12)
+    prop = read(b.property_dataset(5))
+    assert prop.kind == "property" and prop.target_name == "y"
+    np.testing.assert_allclose(prop.targets, b.property_dataset(5).labels["y"])
