@@ -71,15 +71,20 @@ def loaders(dataset, batch_size: int = 4, shuffle: bool = True):
     return train, val
 
 
+def tiny_m3gnet(element_types=ELEMENTS, *, intensive: bool = True, basis: int = 3):
+    """A small M3GNet (16 units, 1 block, ``basis`` radial and angular functions)."""
+    from matgl.models import M3GNet
+
+    return M3GNet(
+        element_types=tuple(element_types), is_intensive=intensive, units=16, dim_node_embedding=16,
+        dim_edge_embedding=16, nblocks=1, max_n=basis, max_l=basis, cutoff=CUTOFF, threebody_cutoff=3.0,
+    )
+
+
 def tiny_model(family: str = "M3GNet", *, intensive: bool = True):
     """A model of a few thousand parameters."""
     if family == "M3GNet":
-        from matgl.models import M3GNet
-
-        return M3GNet(
-            element_types=ELEMENTS, is_intensive=intensive, units=16, dim_node_embedding=16, dim_edge_embedding=16,
-            nblocks=1, max_n=3, max_l=3, cutoff=CUTOFF, threebody_cutoff=3.0,
-        )
+        return tiny_m3gnet(intensive=intensive)
     if family == "MEGNet":
         from matgl.models import MEGNet
 

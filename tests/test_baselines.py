@@ -11,6 +11,7 @@ import torch
 from ase.build import bulk
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from builders import tiny_m3gnet
 from matgl_cal.baselines import composition_matrix, fit_energy_offset, predict_energies, refit_element_refs
 from matgl_cal.labelled import LabelledData
 
@@ -19,21 +20,8 @@ ELEMENTS = ("Cu", "Ni", "Al")
 
 def tiny_potential(seed: int = 0, refs: bool = True):
     from matgl.apps.pes import Potential
-    from matgl.models import M3GNet
-
     torch.manual_seed(seed)
-    model = M3GNet(
-        element_types=ELEMENTS,
-        is_intensive=False,
-        units=16,
-        dim_node_embedding=16,
-        dim_edge_embedding=16,
-        nblocks=1,
-        max_n=2,
-        max_l=2,
-        cutoff=4.0,
-        threebody_cutoff=3.0,
-    )
+    model = tiny_m3gnet(ELEMENTS, intensive=False, basis=2)
     return Potential(model=model, element_refs=np.array([-3.0, -4.0, -3.5]) if refs else None)
 
 

@@ -15,6 +15,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from builders import tiny_m3gnet
 from matgl_cal.calculators import CommitteeCalculator, potential_calculator
 from matgl_cal.labelled import EV_PER_A3_TO_GPA
 
@@ -24,21 +25,8 @@ SHARED_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" 
 
 def tiny_potential(seed: int = 0):
     from matgl.apps.pes import Potential
-    from matgl.models import M3GNet
-
     torch.manual_seed(seed)
-    model = M3GNet(
-        element_types=ELEMENTS,
-        is_intensive=False,
-        units=16,
-        dim_node_embedding=16,
-        dim_edge_embedding=16,
-        nblocks=1,
-        max_n=2,
-        max_l=2,
-        cutoff=4.0,
-        threebody_cutoff=3.0,
-    )
+    model = tiny_m3gnet(ELEMENTS, intensive=False, basis=2)
     return Potential(model=model, element_refs=np.array([-3.0, -4.0, -3.5]))
 
 

@@ -14,6 +14,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from builders import tiny_m3gnet
 from matgl_cal.labelled import (
     EV_PER_A3_TO_GPA,
     LabelledData,
@@ -57,21 +58,8 @@ def structures_of(frames: list) -> list:
 
 
 def tiny_model():
-    from matgl.models import M3GNet
-
     torch.manual_seed(0)
-    return M3GNet(
-        element_types=ELEMENTS,
-        is_intensive=False,
-        units=16,
-        dim_node_embedding=16,
-        dim_edge_embedding=16,
-        nblocks=1,
-        max_n=2,
-        max_l=2,
-        cutoff=4.0,
-        threebody_cutoff=3.0,
-    )
+    return tiny_m3gnet(ELEMENTS, intensive=False, basis=2)
 
 
 # ---------------------------------------------------------------------------------------------

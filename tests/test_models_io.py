@@ -9,6 +9,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+import builders
 from matgl_cal.baselines import predict_energies
 from matgl_cal.models import MODELS_ENV_VAR, is_potential, load_pretrained
 
@@ -16,21 +17,8 @@ ELEMENTS = ("Cu", "Ni", "Al")
 
 
 def tiny_m3gnet(seed: int = 0):
-    from matgl.models import M3GNet
-
     torch.manual_seed(seed)
-    return M3GNet(
-        element_types=ELEMENTS,
-        is_intensive=False,
-        units=16,
-        dim_node_embedding=16,
-        dim_edge_embedding=16,
-        nblocks=1,
-        max_n=2,
-        max_l=2,
-        cutoff=4.0,
-        threebody_cutoff=3.0,
-    )
+    return builders.tiny_m3gnet(ELEMENTS, intensive=False, basis=2)
 
 
 def tiny_potential(seed: int = 0):
