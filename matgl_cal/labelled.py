@@ -372,22 +372,7 @@ def _from_atoms(
                 )
             group_values.append(atoms.info[group_key])
     groups_arr = _resolve_groups(groups, group_values, len(structures))
-    if key != "energy":
-        return LabelledData(structures=structures, targets=values, groups=groups_arr, target_name=key)
-    forces_out = _all_or_none(forces, "forces", origin)
-    stress_list = _all_or_none(stresses, "stress", origin)
-    stresses_out = (
-        None
-        if stress_list is None
-        else np.stack([_to_3x3(s, f"{origin}: stress of frame {i}") for i, s in enumerate(stress_list)]) * factor
-    )
-    return LabelledData(
-        structures=structures,
-        energies=values,
-        forces=forces_out,
-        stresses=stresses_out,
-        groups=groups_arr,
-    )
+    return _assemble(structures, values, forces, stresses, groups_arr, key, key == "energy", factor, origin, "frame")
 
 
 def _all_or_none(values: list[Any], name: str, origin: str) -> list[Any] | None:
@@ -468,18 +453,26 @@ def _from_records(
                 )
             group_values.append(rec[group_key])
     groups_arr = _resolve_groups(groups, group_values, len(structures))
-    if not _is_energy_key(key):
-        return LabelledData(structures=structures, targets=values, groups=groups_arr, target_name=key)
+    return _assemble(
+        structures, values, forces, stresses, groups_arr, key, _is_energy_key(key), factor, origin, "record"
+    )
+
+
+def _assemble(
+    structures: list[Structure], values: Any, forces: list[Any], stresses: list[Any], groups: Any, key: str,
+    energy: bool, factor: float, origin: str, item: str,
+) -> LabelledData:
+    """LabelledData from per-item lists collected by the Atoms and record readers."""
+    if not energy:
+        return LabelledData(structures=structures, targets=values, groups=groups, target_name=key)
     forces_out = _all_or_none(forces, "forces", origin)
     stress_list = _all_or_none(stresses, "stress", origin)
     stresses_out = (
         None
         if stress_list is None
-        else np.stack([_to_3x3(s, f"{origin}: stress of record {i}") for i, s in enumerate(stress_list)]) * factor
+        else np.stack([_to_3x3(s, f"{origin}: stress of {item} {i}") for i, s in enumerate(stress_list)]) * factor
     )
-    return LabelledData(
-        structures=structures, energies=values, forces=forces_out, stresses=stresses_out, groups=groups_arr
-    )
+    return LabelledData(structures=structures, energies=values, forces=forces_out, stresses=stresses_out, groups=groups)
 
 
 def _read_file(path: Path, target_key: str | None, factor: float, groups: Any, group_key: str | None) -> LabelledData:
