@@ -349,10 +349,11 @@ def finetune_adversarial(
 
     replay = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
     settings = {k: v for k, v in locals().items() if k in _SETTING_NAMES}
+    graphs = _build_graphs(start, potential, fit_data, val_data, replay)
     members, histories, alphas = [], [], []
     for k in range(n_models):
         member, history, alpha = _fit_member(
-            start, fit_data, val_data, replay, potential=potential, adversarial=adversarial, epochs=epochs,
+            start, graphs, val_data, potential=potential, adversarial=adversarial, epochs=epochs,
             batch_size=batch_size, lr=lr, weights={"energy": energy_weight, "force": force_weight,
                                                   "stress": stress_weight},
             l2sp=l2sp, wise_ft=wise_ft, freeze=freeze, patience=early_stopping_patience,
@@ -386,8 +387,33 @@ _SETTING_NAMES = (
 )
 
 
+@dataclass
+class _Graphs:
+    """MatGL datasets of one fine-tuning run, converted once and shared by every committee member."""
+
+    train: Any
+    val: Any
+    n_fit: int
+    collate: Any
+    energy_only: bool
+
+
+def _build_graphs(
+    start: Any, potential: bool, fit_data: LabelledData, val_data: LabelledData | None, replay: LabelledData | None
+) -> _Graphs:
+    bare = start.model if potential else start
+    element_types, cutoff = tuple(bare.element_types), float(bare.cutoff)
+    fit_ds = to_mgl_dataset(fit_data, element_types=element_types, cutoff=cutoff)
+    train_ds: Any = fit_ds
+    if replay is not None and len(replay):
+        train_ds = ConcatDataset([fit_ds, to_mgl_dataset(replay, element_types=element_types, cutoff=cutoff)])
+    val_ds = None if val_data is None else to_mgl_dataset(val_data, element_types=element_types, cutoff=cutoff)
+    return _Graphs(train=train_ds, val=val_ds, n_fit=len(fit_ds), collate=collate_fn_for(fit_ds),
+                   energy_only=potential and fit_data.forces is None)
+
+
 def _fit_member(
-    start: Any, fit_data: LabelledData, val_data: LabelledData | None, replay: LabelledData | None, *,
+    start: Any, graphs: _Graphs, val_data: LabelledData | None, *,
     potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, weights: dict[str, float],
     l2sp: float, wise_ft: bool, freeze: Sequence[str] | None, patience: int | None, cal_kwargs: dict[str, Any],
     seed: int, device: str, progress: bool,
@@ -395,9 +421,8 @@ def _fit_member(
     L.seed_everything(seed, workers=True, verbose=False)
     work = clone_model(start).cpu().train()
     bare = work.model if potential else work
-    energy_only = potential and fit_data.forces is None
     if potential:
-        module = _carry_potential(work, energy_only=energy_only, weights=weights, lr=lr, epochs=epochs)
+        module = _carry_potential(work, energy_only=graphs.energy_only, weights=weights, lr=lr, epochs=epochs)
     else:
         module = ModelLightningModule(model=bare, data_mean=0.0, data_std=1.0, loss="mse_loss", lr=lr,
                                       decay_steps=max(epochs, 1), decay_alpha=0.1)
@@ -406,19 +431,12 @@ def _fit_member(
             if any(name.startswith(prefix) for prefix in freeze):
                 p.requires_grad_(False)
 
-    element_types = tuple(bare.element_types)
-    cutoff = float(bare.cutoff)
-    fit_ds = to_mgl_dataset(fit_data, element_types=element_types, cutoff=cutoff)
-    train_ds: Any = fit_ds
-    if replay is not None and len(replay):
-        train_ds = ConcatDataset([fit_ds, to_mgl_dataset(replay, element_types=element_types, cutoff=cutoff)])
-    collate = collate_fn_for(fit_ds)
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
+    train_loader = DataLoader(graphs.train, batch_size=batch_size, shuffle=True, collate_fn=graphs.collate,
+                              generator=generator)
     val_loader = None
-    if val_data is not None:
-        val_ds = to_mgl_dataset(val_data, element_types=element_types, cutoff=cutoff)
-        val_loader = DataLoader(val_ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    if graphs.val is not None:
+        val_loader = DataLoader(graphs.val, batch_size=batch_size, shuffle=False, collate_fn=graphs.collate)
 
     monitor = ("val_Energy_MAE" if potential else "val_MAE") if val_loader is not None else None
     history = _History(monitor)
@@ -427,9 +445,9 @@ def _fit_member(
     if l2sp > 0:
         callbacks.append(_L2SP(l2sp, reference))
     if adversarial:
-        n_fit_batches = math.ceil(len(fit_ds) / batch_size)
+        n_fit_batches = math.ceil(graphs.n_fit / batch_size)
         kwargs = {"warmup_epochs": 1, "rerank_every": 1, "adversarial_batches": n_fit_batches,
-                  "adversarial_pool": list(range(len(fit_ds))), "seed": seed}
+                  "adversarial_pool": list(range(graphs.n_fit)), "seed": seed}
         kwargs.update(cal_kwargs)
         callbacks.append(AdversarialAugmentation(**kwargs))
     if monitor is not None and patience is not None:
