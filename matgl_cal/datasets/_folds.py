@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,6 +171,15 @@ def _n_entries(name: str, meta: Mapping) -> int:
     raise ValueError(f"fold file of dataset {name!r} lacks meta['n_entries']; cannot derive missing parts.")
 
 
+def _read_fold_file(name: str, data_dir: str | os.PathLike | None, which: str, verify: bool) -> tuple[Path, Any]:
+    """Locate a dataset's ``ood_folds`` or ``cv_folds`` file, check its sha256 (when ``verify``) and parse it."""
+    expected = getattr(get_dataset_info(name), which)
+    path = dataset_path(name, data_dir=data_dir, which=which)
+    if verify and expected is not None:
+        _check_digest(str(path), sha256_file(path), expected.sha256)
+    return path, _read_json_gz(path)
+
+
 def load_ood_folds(name: str, *, data_dir: str | os.PathLike | None = None, verify: bool = True) -> OODFolds:
     """Read ``<data_dir>/<name>/<name>_ood_folds.json.gz``.
 
@@ -187,11 +197,7 @@ def load_ood_folds(name: str, *, data_dir: str | os.PathLike | None = None, veri
         ValueError: Unknown dataset, no fold file for it, malformed file or checksum mismatch.
         FileNotFoundError: The file is missing.
     """
-    info = get_dataset_info(name)
-    path = dataset_path(name, data_dir=data_dir, which="ood_folds")
-    if verify and info.ood_folds is not None:
-        _check_digest(str(path), sha256_file(path), info.ood_folds.sha256)
-    content = _read_json_gz(path)
+    path, content = _read_fold_file(name, data_dir, "ood_folds", verify)
     if not isinstance(content, dict) or not isinstance(content.get("splits"), dict):
         raise ValueError(f"{path}: expected {{'meta': ..., 'splits': {{split_name: {{part: {{fold_key: ids}}}}}}}}.")
     meta = dict(content.get("meta", {}))
@@ -227,11 +233,7 @@ def load_matbench_cv_folds(name: str, *, data_dir: str | os.PathLike | None = No
     Returns:
         An :class:`OODFolds` (the container is the same as for OOD folds).
     """
-    info = get_dataset_info(name)
-    path = dataset_path(name, data_dir=data_dir, which="cv_folds")
-    if verify and info.cv_folds is not None:
-        _check_digest(str(path), sha256_file(path), info.cv_folds.sha256)
-    content = _read_json_gz(path)
+    path, content = _read_fold_file(name, data_dir, "cv_folds", verify)
     if not isinstance(content, dict) or not isinstance(content.get("folds"), dict):
         raise ValueError(f"{path}: expected {{'meta': ..., 'folds': {{fold_k: {{'train': ids, 'test': ids}}}}}}.")
     meta = dict(content.get("meta", {}))
