@@ -228,6 +228,9 @@ def _add_finetune(subparsers: Any) -> None:
                    help="cheap correction applied before fine-tuning (potentials)")
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replayed samples per target sample")
     p.add_argument("--l2sp", type=float, default=0.0, help="L2-SP strength toward the starting weights")
+    p.add_argument("--anchor-forces", type=float, default=0.0,
+                   help="energy-only targets: weight of a loss keeping forces at the pretrained model's own "
+                   "(low force drift; costs force autograd); 0 = off")
     p.add_argument("--wise-ft", action="store_true", help="WiSE-FT interpolation chosen on held-out target data")
     p.add_argument("--freeze", nargs="*", default=None, help="parameter-name prefixes of the model to freeze")
     p.add_argument("--val-fraction", type=float, default=0.25)
@@ -263,6 +266,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         stress_unit=args.stress_unit, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         energy_offset=None if args.energy_offset == "none" else args.energy_offset, replay_ratio=args.replay_ratio,
         distill=_structures_of(args.distill) if args.distill else None, l2sp=args.l2sp, wise_ft=args.wise_ft,
+        anchor_forces=args.anchor_forces,
         freeze=args.freeze, val_fraction=args.val_fraction, eval_target=args.eval_target,
         eval_source=args.eval_source, n_models=args.n_models, seed=args.seed, device=args.device,
         models_dir=args.models_dir, output_dir=args.out, overwrite=args.overwrite, progress=args.progress,

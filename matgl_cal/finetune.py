@@ -242,6 +242,7 @@ def finetune_adversarial(
     energy_offset: str | None = "ridge",
     replay_ratio: float = 1.0,
     distill: Sequence[Structure] | None = None,
+    anchor_forces: float = 0.0,
     l2sp: float = 0.0,
     wise_ft: bool = False,
     freeze: Sequence[str] | None = None,
@@ -280,10 +281,16 @@ def finetune_adversarial(
         energy_weight, force_weight, stress_weight: Loss weights for potentials (forces and stresses
             only when labelled).
         energy_offset: Potentials: a cheap correction applied before fine-tuning: ``"ridge"``
-            (regularised per-element reference refit), ``"median"`` (one per-atom offset) or None.
+            (regularised per-element reference refit), ``"median"`` (one per-atom offset) or None. It is
+            fitted on the fit part first and, after training, refitted on every target structure (fit and
+            validation parts) on top of the tuned network, so the final model uses all labelled data.
         replay_ratio: Replayed source (or distillation) samples per fit sample, drawn once per run.
         distill: Potentials without source labels: source-like structures labelled by the pretrained
             model (energies; forces too when the target has forces) and replayed (distillation).
+        anchor_forces: Potentials with energy-only targets: weight of a force-anchoring loss whose labels
+            are the pretrained model's own forces (eV/A) on every fit, validation, replay and distillation
+            structure. Energies are then corrected while forces stay near the pretrained ones (low force
+            drift), at the price of force autograd in every step. 0 disables it (no force graph at all).
         l2sp: Strength of the L2-SP penalty ``l2sp * ||theta - theta_0||^2`` toward the starting weights,
             applied as a proximal step after every optimiser step (robust to Adam's scaling).
         wise_ft: WiSE-FT: interpolate ``theta_0 + a (theta - theta_0)``, ``a`` chosen on the validation part.
@@ -302,6 +309,7 @@ def finetune_adversarial(
         A :class:`FinetuneResult`.
     """
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, replay_ratio=replay_ratio, l2sp=l2sp,
+                    anchor_forces=anchor_forces,
                     val_fraction=val_fraction, n_models=n_models, energy_offset=energy_offset,
                     stress_unit=stress_unit)
     out_path = _check_output_dir(output_dir, overwrite)
@@ -339,14 +347,25 @@ def finetune_adversarial(
         )
 
     start = clone_model(pretrained).cpu()
-    offset_info = None
+    offset_info, offset_fitter = None, None
     if potential and energy_offset is not None:
         from matgl_cal.baselines import fit_energy_offset, refit_element_refs
 
-        fitter = refit_element_refs if energy_offset == "ridge" else fit_energy_offset
-        start, offset_info = fitter(start, fit_data)
+        offset_fitter = refit_element_refs if energy_offset == "ridge" else fit_energy_offset
+        start, offset_info = offset_fitter(start, fit_data)
         offset_info = offset_info.tolist() if isinstance(offset_info, np.ndarray) else offset_info
 
+    if anchor_forces > 0:
+        if not potential:
+            raise ValueError(f"anchor_forces applies to potentials only, got anchor_forces={anchor_forces} for a "
+                             f"{type(pretrained).__name__} property model; set anchor_forces=0")
+        if data.forces is not None:
+            raise ValueError(f"anchor_forces={anchor_forces} is for energy-only targets, but the target has force "
+                             "labels; train on them with force_weight instead and set anchor_forces=0")
+        fit_data = _anchored(pretrained, fit_data)
+        val_data = None if val_data is None else _anchored(pretrained, val_data)
+        src = None if src is None else _anchored(pretrained, src)
+        force_weight = anchor_forces
     replay = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
     settings = {k: v for k, v in locals().items() if k in _SETTING_NAMES}
     graphs = _build_graphs(start, potential, fit_data, val_data, replay)
@@ -359,6 +378,11 @@ def finetune_adversarial(
             l2sp=l2sp, wise_ft=wise_ft, freeze=freeze, patience=early_stopping_patience,
             cal_kwargs=cal_kwargs or {}, seed=seed + k, device=device, progress=progress,
         )
+        if offset_fitter is not None and val_data is not None:
+            # The validation part is used for early stopping and WiSE-FT only; the final offset is refit on
+            # every labelled target structure (as the cheap baselines are), with the network kept fixed.
+            member, _ = offset_fitter(member, data)
+            member.eval()
         members.append(member)
         histories.append(history)
         alphas.append(alpha)
@@ -382,7 +406,7 @@ def finetune_adversarial(
 
 _SETTING_NAMES = (
     "adversarial", "epochs", "batch_size", "lr", "energy_weight", "force_weight", "stress_weight", "energy_offset",
-    "replay_ratio", "l2sp", "wise_ft", "freeze", "val_fraction", "early_stopping_patience", "cal_kwargs",
+    "replay_ratio", "anchor_forces", "l2sp", "wise_ft", "freeze", "val_fraction", "early_stopping_patience", "cal_kwargs",
     "n_models", "seed", "stress_unit",
 )
 
@@ -526,6 +550,14 @@ def _replay_data(
     return chosen
 
 
+def _anchored(pretrained: Any, data: LabelledData) -> LabelledData:
+    """``data`` with the pretrained potential's own forces (eV/A) as force labels (kept if present)."""
+    if data.forces is not None:
+        return data
+    _, forces = predict_potential(pretrained, data.structures, forces=True)
+    return LabelledData(structures=data.structures, energies=data.energies, forces=forces, groups=data.groups)
+
+
 def _without_stresses(data: LabelledData) -> LabelledData:
     if data.stresses is None:
         return data
@@ -555,7 +587,7 @@ def _check_settings(**kw: Any) -> None:
         positive_int(name)
     if not (isinstance(kw["lr"], (int, float)) and math.isfinite(kw["lr"]) and kw["lr"] > 0):
         raise ValueError(f"lr must be a finite number > 0, got {kw['lr']!r}")
-    for name in ("replay_ratio", "l2sp"):
+    for name in ("replay_ratio", "l2sp", "anchor_forces"):
         v = kw[name]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")

@@ -70,3 +70,20 @@ def test_benchmark_dry_run_and_bad_config(tmp_path, capsys):
     bad.write_text('name = "x"\ndataset = "matbench_dielectric"\nseedz = [0]\n')
     assert main(["benchmark", str(bad)]) == 2
     assert "seedz" in capsys.readouterr().err
+
+
+def test_finetune_anchor_forces_on_energy_only_target(files, capsys):
+    energy_only = []
+    for atoms in emt_atoms(8):
+        energy = atoms.get_potential_energy()
+        atoms.calc = None
+        atoms.info["energy"] = energy
+        energy_only.append(atoms)
+    write(files / "energies.extxyz", energy_only)
+    out = files / "anchored"
+    code = main(["finetune", "--model", str(files / "pot"), "--target", str(files / "energies.extxyz"),
+                 "--out", str(out), "--anchor-forces", "10", "--epochs", "1", "--batch-size", "2",
+                 "--energy-offset", "none", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    settings = json.loads((out / "result.json").read_text())["settings"]
+    assert settings["anchor_forces"] == 10.0 and settings["force_weight"] == 10.0

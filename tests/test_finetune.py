@@ -300,3 +300,61 @@ def test_finetune_after_a_force_evaluation_of_the_same_model(tiny_potential):
     evaluate(pot, data)
     result = finetune_adversarial(pot, data, adversarial=False, **{**FAST, "energy_offset": "ridge"})
     assert result.history
+
+
+def test_final_offset_refit_uses_every_target_structure(tiny_potential):
+    pot, _ = tiny_potential
+    data = energy_only(emt_atoms(8))
+    shifted = LabelledData(structures=data.structures, energies=data.energies + 0.5 * data.n_atoms)
+    result = finetune_adversarial(pot, shifted, adversarial=False, **{**FAST, "energy_offset": "median"})
+    from matgl_cal._predict import predict_potential
+
+    pred, _ = predict_potential(result.model, shifted.structures, forces=False)
+    # The median offset, refitted on all 8 structures (not only the 6 of the fit part) after training,
+    # makes the median per-atom residual over the whole target exactly zero.
+    assert abs(float(np.median((shifted.energies - pred) / shifted.n_atoms))) < 1e-5
+    # Forces are untouched by the refit: they equal those of the tuned network alone.
+    assert result.evaluation["after"]["target_val_energy_mae"] < result.evaluation["before"]["target_val_energy_mae"]
+
+
+def test_anchor_forces_labels_are_the_pretrained_forces(tiny_potential):
+    from matgl_cal._predict import predict_potential
+    from matgl_cal.finetune import _anchored
+
+    pot, _ = tiny_potential
+    data = energy_only(emt_atoms(3))
+    anchored = _anchored(pot, data)
+    expected = predict_potential(pot, data.structures, forces=True)[1]
+    for got, want in zip(anchored.forces, expected, strict=True):
+        np.testing.assert_allclose(got, want)
+    np.testing.assert_array_equal(anchored.energies, data.energies)
+    labelled = read_labelled(emt_atoms(2))
+    assert _anchored(pot, labelled) is labelled  # real force labels are kept
+
+
+def test_anchor_forces_keeps_forces_near_the_pretrained_ones(tiny_potential):
+    pot, _ = tiny_potential
+    data = energy_only(emt_atoms(8))
+    noise = np.random.default_rng(0).normal(0.0, 1.0, len(data)) * data.n_atoms  # structure-specific, eV
+    shifted = LabelledData(structures=data.structures, energies=data.energies + noise)
+    probe = LabelledData(structures=rattled(read_labelled(emt_atoms(4, seed=7)).structures, seed=1),
+                         energies=np.zeros(4))
+    settings = {**FAST, "epochs": 6, "lr": 1e-2, "val_fraction": 0.0}
+    free = finetune_adversarial(pot, shifted, adversarial=False, **settings)
+    held = finetune_adversarial(pot, shifted, adversarial=True, anchor_forces=1e3, **settings)
+    assert held.settings["anchor_forces"] == 1e3 and held.settings["force_weight"] == 1e3
+    drift_free = evaluate(free.model, probe, reference=pot)["force_mae"]
+    drift_held = evaluate(held.model, probe, reference=pot)["force_mae"]
+    assert drift_held < 0.5 * drift_free, (drift_held, drift_free)
+
+
+def test_anchor_forces_bad_use(tiny_potential):
+    pot, _ = tiny_potential
+    with pytest.raises(ValueError, match="anchor_forces must be a finite number >= 0, got -1"):
+        finetune_adversarial(pot, energy_only(emt_atoms(6)), anchor_forces=-1, **FAST)
+    with pytest.raises(ValueError, match="anchor_forces=1.0 is for energy-only targets, but the target has force"):
+        finetune_adversarial(pot, emt_atoms(6), anchor_forces=1.0, **FAST)
+    structures, targets = b.property_structures(6)
+    with pytest.raises(ValueError, match="anchor_forces applies to potentials only"):
+        finetune_adversarial(b.tiny_model("M3GNet"), LabelledData(structures=structures, targets=targets),
+                             anchor_forces=1.0, **FAST)
