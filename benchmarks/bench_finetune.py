@@ -11,9 +11,13 @@ rattled MP binaries.
 Methods (same data, splits, seeds and budget for each):
   zero_shot; offset (one per-atom median offset); ridge (regularised element-reference refit);
   finetune / cal: conventional / targeted-CAL fine-tuning started from the ridge refit;
-  finetune+af / cal+af: the same with anti-forgetting (distillation replay, L2-SP, WiSE-FT).
+  finetune+af / cal+af: the same with anti-forgetting (distillation replay, L2-SP, WiSE-FT);
+  finetune+anchor / cal+anchor: +af plus force anchoring (``anchor_forces``: the pretrained model's own
+  forces on every training structure as force labels, weight ``--anchor-forces``).
+Every fine-tuning refits its energy offset on all n target structures after training (the baselines use all
+n too; the network itself sees the 75 % fit part, the other 25 % drive early stopping and WiSE-FT).
 
-Run: ``python benchmarks/bench_finetune.py --json out.json`` (see --help for the grid); writes a
+Run: ``python benchmarks/bench_finetune.py --anchor-forces 100 --json out.json`` (see --help for the grid); writes a
 markdown table to stdout and, with ``--png``, the figure.
 """
 
@@ -62,6 +66,8 @@ METHODS = {
     "cal": {"adversarial": True},
     "finetune+af": {"adversarial": False, "anti_forgetting": True},
     "cal+af": {"adversarial": True, "anti_forgetting": True},
+    "finetune+anchor": {"adversarial": False, "anti_forgetting": True, "anchor": True},
+    "cal+anchor": {"adversarial": True, "anti_forgetting": True, "anchor": True},
 }
 
 
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--l2sp", type=float, default=10.0)
+    parser.add_argument("--anchor-forces", type=float, default=1.0,
+                        help="force-anchoring weight of the +anchor methods")
     parser.add_argument("--json", type=Path, default=None, help="append-safe results file (resumable)")
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -121,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 extra = {}
                 if spec.get("anti_forgetting"):
                     extra = {"distill": distill, "replay_ratio": 1.0, "l2sp": args.l2sp, "wise_ft": True}
+                if spec.get("anchor"):
+                    extra["anchor_forces"] = args.anchor_forces
                 t0 = time.perf_counter()
                 result = finetune_adversarial(
                     pretrained, target, adversarial=spec["adversarial"], epochs=args.epochs, batch_size=8,
