@@ -13,7 +13,8 @@ Methods (same data, splits, seeds and budget for each):
   finetune / cal: conventional / targeted-CAL fine-tuning started from the ridge refit;
   finetune+af / cal+af: the same with anti-forgetting (distillation replay, L2-SP, WiSE-FT);
   finetune+anchor / cal+anchor: +af plus force anchoring (``anchor_forces``: the pretrained model's own
-  forces on every training structure as force labels, weight ``--anchor-forces``).
+  forces on every training structure as force labels, weight ``--anchor-forces``);
+  cal+anchor-nodistill: cal+anchor without distillation structures (L2-SP, WiSE-FT, anchoring on the target only).
 Every fine-tuning refits its energy offset on all n target structures after training (the baselines use all
 n too; the network itself sees the 75 % fit part, the other 25 % drive early stopping and WiSE-FT).
 
@@ -68,6 +69,7 @@ METHODS = {
     "cal+af": {"adversarial": True, "anti_forgetting": True},
     "finetune+anchor": {"adversarial": False, "anti_forgetting": True, "anchor": True},
     "cal+anchor": {"adversarial": True, "anti_forgetting": True, "anchor": True},
+    "cal+anchor-nodistill": {"adversarial": True, "anti_forgetting": True, "anchor": True, "no_distill": True},
 }
 
 
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                     extra = {"distill": distill, "replay_ratio": 1.0, "l2sp": args.l2sp, "wise_ft": True}
                 if spec.get("anchor"):
                     extra["anchor_forces"] = args.anchor_forces
+                if spec.get("no_distill"):
+                    extra.pop("distill")
                 t0 = time.perf_counter()
                 result = finetune_adversarial(
                     pretrained, target, adversarial=spec["adversarial"], epochs=args.epochs, batch_size=8,

@@ -2,7 +2,8 @@
 
 Loads the pretrained M3GNet-PES-MatPES-PBE-2025.2, takes a few dozen WBM structures (DFT total
 energies, no forces) as the target domain, fine-tunes with ``finetune_adversarial`` (targeted CAL,
-ridge element-reference refit first, distillation replay and L2-SP against forgetting), and prints
+ridge element-reference refit first; distillation replay, L2-SP, WiSE-FT and force anchoring against
+forgetting, the low-drift recipe of benchmarks/RESULTS.md section 2), and prints
 energy errors before/after on held-out WBM structures plus the force drift from the pretrained
 model on rattled MP binaries. About 3 minutes on 2 CPU cores with the defaults.
 
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--max-atoms", type=int, default=24)
     parser.add_argument("--no-adversarial", action="store_true", help="conventional fine-tuning instead of CAL")
+    parser.add_argument("--anchor-forces", type=float, default=100.0,
+                        help="force-anchoring weight (0: off; energy-only training, faster, more force drift)")
     parser.add_argument("--out", type=Path, default=None, help="write the adapted model here")
     parser.add_argument("--tiny", action="store_true", help="10 target / 10 test structures, 1 epoch (CI)")
     args = parser.parse_args(argv)
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     result = matgl_cal.finetune_adversarial(
         args.model, target, models_dir=args.models_dir, adversarial=not args.no_adversarial, epochs=args.epochs,
-        batch_size=8, distill=matgl_cal.rattled(mp[20:], seed=2), replay_ratio=1.0, l2sp=10.0,
+        batch_size=8, distill=matgl_cal.rattled(mp[20:], seed=2), replay_ratio=1.0, l2sp=10.0, wise_ft=True,
+        anchor_forces=args.anchor_forces,
         eval_target=test, output_dir=args.out, overwrite=True,
     )
     seconds = time.perf_counter() - t0
