@@ -27,6 +27,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 import matgl_cal
+from matgl_cal.baselines import refit_element_refs
 
 REPO = Path(__file__).resolve().parents[1]
 LANTHANIDES = set("La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu".split())
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
                        ("eval_target_energy_rmse", "energy RMSE (eV/atom)")):
         print(f"| {label} | {before[key]:.4f} | {after[key]:.4f} |")
     print(f"force drift from the pretrained model on rattled MP binaries: {drift['force_mae']:.4f} eV/A")
+    print(f"WiSE-FT kept {result.wise_alpha:.1f} of the tuned weight change (0: the network stayed pretrained, "
+          "only the element references moved)")
+    ridge, _ = refit_element_refs(result.pretrained, target)
+    print(f"for comparison, the ridge element-reference refit alone: "
+          f"{matgl_cal.evaluate(ridge, test)['energy_mae']:.4f} eV/atom (zero drift)")
     if args.out:
         print(f"model written to {args.out / 'model'} (load with matgl.load_model)")
     return 0

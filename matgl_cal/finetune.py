@@ -379,9 +379,10 @@ def finetune_adversarial(
             cal_kwargs=cal_kwargs or {}, seed=seed + k, device=device, progress=progress,
         )
         if offset_fitter is not None and val_data is not None:
-            # The validation part is used for early stopping and WiSE-FT only; the final offset is refit on
-            # every labelled target structure (as the cheap baselines are), with the network kept fixed.
-            member, _ = offset_fitter(member, data)
+            # The validation part is used for early stopping and WiSE-FT only; the final offset is refit from
+            # the pretrained references on every labelled target structure (as the cheap baselines are), with
+            # the network kept fixed: an untouched network gives exactly the baseline fitted on all of them.
+            member, _ = offset_fitter(_with_pretrained_refs(member, pretrained), data)
             member.eval()
         members.append(member)
         histories.append(history)
@@ -548,6 +549,17 @@ def _replay_data(
             "both or set stress_weight=0"
         )
     return chosen
+
+
+def _with_pretrained_refs(member: Any, pretrained: Any) -> Any:
+    """``member`` (a Potential) with its element references reset to the pretrained model's (zero if none)."""
+    from matgl_cal.baselines import _with_refs
+
+    refs = member.element_refs.property_offset.detach().cpu().double().numpy()
+    base = np.zeros_like(refs)
+    if pretrained.element_refs is not None:
+        base = pretrained.element_refs.property_offset.detach().cpu().double().numpy()
+    return _with_refs(member, base - refs)
 
 
 def _anchored(pretrained: Any, data: LabelledData) -> LabelledData:

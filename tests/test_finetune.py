@@ -358,3 +358,22 @@ def test_anchor_forces_bad_use(tiny_potential):
     with pytest.raises(ValueError, match="anchor_forces applies to potentials only"):
         finetune_adversarial(b.tiny_model("M3GNet"), LabelledData(structures=structures, targets=targets),
                              anchor_forces=1.0, **FAST)
+
+
+def test_untouched_network_gives_exactly_the_ridge_baseline_on_all_targets(tiny_potential):
+    from matgl_cal._predict import predict_potential
+    from matgl_cal.baselines import refit_element_refs
+
+    pot, _ = tiny_potential
+    pot = copy.deepcopy(pot)
+    from matgl.layers import AtomRef
+
+    pot.element_refs = AtomRef(property_offset=torch.linspace(-0.3, 0.2, len(pot.model.element_types)))
+    data = energy_only(emt_atoms(8))
+    shifted = LabelledData(structures=data.structures, energies=data.energies + 0.4 * data.n_atoms)
+    # A huge proximal L2-SP keeps the network at the starting weights: what is left is the offset.
+    result = finetune_adversarial(pot, shifted, adversarial=False, l2sp=1e12, **{**FAST, "energy_offset": "ridge"})
+    baseline, _ = refit_element_refs(pot, shifted)
+    got = predict_potential(result.model, shifted.structures, forces=False)[0]
+    want = predict_potential(baseline, shifted.structures, forces=False)[0]
+    np.testing.assert_allclose(got, want, atol=1e-4)
