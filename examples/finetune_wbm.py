@@ -5,7 +5,7 @@ energies, no forces) as the target domain, fine-tunes with ``finetune_adversaria
 ridge element-reference refit first; distillation replay, L2-SP, WiSE-FT and force anchoring against
 forgetting, the low-drift recipe of benchmarks/RESULTS.md section 2), and prints
 energy errors before/after on held-out WBM structures plus the force drift from the pretrained
-model on rattled MP binaries. About 3 minutes on 2 CPU cores with the defaults.
+model on rattled MP binaries. About 1 minute on 2 CPU cores with the defaults (43 s of training measured).
 
     python examples/finetune_wbm.py [--n-target 48] [--n-test 100] [--epochs 12] [--out DIR]
 

@@ -282,8 +282,9 @@ def finetune_adversarial(
             only when labelled).
         energy_offset: Potentials: a cheap correction applied before fine-tuning: ``"ridge"``
             (regularised per-element reference refit), ``"median"`` (one per-atom offset) or None. It is
-            fitted on the fit part first and, after training, refitted on every target structure (fit and
-            validation parts) on top of the tuned network, so the final model uses all labelled data.
+            fitted on the fit part first and, when a validation part exists, refitted after training from the
+            pretrained references on every target structure (fit and validation parts) with the tuned network
+            fixed, so the final model uses all labelled data (an untouched network gives exactly the baseline).
         replay_ratio: Replayed source (or distillation) samples per fit sample, drawn once per run.
         distill: Potentials without source labels: source-like structures labelled by the pretrained
             model (energies; forces too when the target has forces) and replayed (distillation).
