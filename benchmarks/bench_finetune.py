@@ -14,7 +14,10 @@ Methods (same data, splits, seeds and budget for each):
   finetune+af / cal+af: the same with anti-forgetting (distillation replay, L2-SP, WiSE-FT);
   finetune+anchor / cal+anchor: +af plus force anchoring (``anchor_forces``: the pretrained model's own
   forces on every training structure as force labels, weight ``--anchor-forces``);
-  cal+anchor-nodistill: cal+anchor without distillation structures (L2-SP, WiSE-FT, anchoring on the target only).
+  cal+anchor-nodistill: cal+anchor without distillation structures (L2-SP, WiSE-FT, anchoring on the target only);
+  finetune+anchor+bound / cal+anchor+bound / finetune+af+bound / cal+af+bound: the same with ``max_force_drift=--max-force-drift``
+  (WiSE-FT may only pick mixing coefficients whose force drift on the 60 distillation structures stays
+  within it; the retention set is 30 other structures, so the bound is checked on data it never saw).
 Every fine-tuning refits its energy offset on all n target structures after training (the baselines use all
 n too; the network itself sees the 75 % fit part, the other 25 % drive early stopping and WiSE-FT).
 
@@ -70,6 +73,10 @@ METHODS = {
     "finetune+anchor": {"adversarial": False, "anti_forgetting": True, "anchor": True},
     "cal+anchor": {"adversarial": True, "anti_forgetting": True, "anchor": True},
     "cal+anchor-nodistill": {"adversarial": True, "anti_forgetting": True, "anchor": True, "no_distill": True},
+    "finetune+anchor+bound": {"adversarial": False, "anti_forgetting": True, "anchor": True, "bound": True},
+    "cal+anchor+bound": {"adversarial": True, "anti_forgetting": True, "anchor": True, "bound": True},
+    "finetune+af+bound": {"adversarial": False, "anti_forgetting": True, "bound": True},
+    "cal+af+bound": {"adversarial": True, "anti_forgetting": True, "bound": True},
 }
 
 
@@ -87,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--l2sp", type=float, default=10.0)
     parser.add_argument("--anchor-forces", type=float, default=1.0,
                         help="force-anchoring weight of the +anchor methods")
+    parser.add_argument("--replay-ratio", type=float, default=1.0,
+                        help="distillation structures per fit structure of the +af/+anchor methods (capped by the 60 available)")
+    parser.add_argument("--max-force-drift", type=float, default=0.02,
+                        help="force-drift bound (eV/A) of the +bound methods, checked on the distillation structures")
     parser.add_argument("--json", type=Path, default=None, help="append-safe results file (resumable)")
     parser.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -130,9 +141,11 @@ def main(argv: list[str] | None = None) -> int:
                 spec = METHODS[method]
                 extra = {}
                 if spec.get("anti_forgetting"):
-                    extra = {"distill": distill, "replay_ratio": 1.0, "l2sp": args.l2sp, "wise_ft": True}
+                    extra = {"distill": distill, "replay_ratio": args.replay_ratio, "l2sp": args.l2sp, "wise_ft": True}
                 if spec.get("anchor"):
                     extra["anchor_forces"] = args.anchor_forces
+                if spec.get("bound"):
+                    extra["max_force_drift"] = args.max_force_drift
                 if spec.get("no_distill"):
                     extra.pop("distill")
                 t0 = time.perf_counter()

@@ -30,5 +30,5 @@ config_path = sys.argv[1]
 cfg = load_config(config_path)
 run_benchmark(cfg)
 out = Path(cfg.output_dir)
-make_report(out / "records", out, commands=[f"bash benchmarks/run_ood_cpu.sh {config_path}"])
+make_report(out / "records", out, name=cfg.name, commands=[f"bash benchmarks/run_ood_cpu.sh {config_path}"])
 PY

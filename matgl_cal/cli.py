@@ -232,6 +232,9 @@ def _add_finetune(subparsers: Any) -> None:
                    help="energy-only targets: weight of a loss keeping forces at the pretrained model's own "
                    "(low force drift; costs force autograd); 0 = off")
     p.add_argument("--wise-ft", action="store_true", help="WiSE-FT interpolation chosen on held-out target data")
+    p.add_argument("--max-force-drift", type=float, default=None,
+                   help="with --wise-ft (potentials): largest force drift (eV/A) from the pretrained model's forces on "
+                   "the --distill (else source, else target) structures that WiSE-FT may accept")
     p.add_argument("--freeze", nargs="*", default=None, help="parameter-name prefixes of the model to freeze")
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--n-models", type=int, default=1, help="committee size (members differ by seed)")
@@ -266,7 +269,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         stress_unit=args.stress_unit, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         energy_offset=None if args.energy_offset == "none" else args.energy_offset, replay_ratio=args.replay_ratio,
         distill=_structures_of(args.distill) if args.distill else None, l2sp=args.l2sp, wise_ft=args.wise_ft,
-        anchor_forces=args.anchor_forces,
+        anchor_forces=args.anchor_forces, max_force_drift=args.max_force_drift,
         freeze=args.freeze, val_fraction=args.val_fraction, eval_target=args.eval_target,
         eval_source=args.eval_source, n_models=args.n_models, seed=args.seed, device=args.device,
         models_dir=args.models_dir, output_dir=args.out, overwrite=args.overwrite, progress=args.progress,
@@ -277,7 +280,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
         drift = evaluate(result.model, source, reference=result.pretrained)
         rows.extend((f"retention: drift from pretrained, {k}", "0", f"{v:.4g}") for k, v in drift.items())
     mode = "targeted CAL" if args.adversarial else "conventional fine-tuning"
-    print(f"{mode}: {len(result.history)} epochs, WiSE-FT alpha {result.wise_alpha:.1f}; model in {args.out}/model")
+    drift = "" if result.force_drift is None else f", force drift {result.force_drift:.4f} eV/A on the probe"
+    print(f"{mode}: {len(result.history)} epochs, WiSE-FT alpha {result.wise_alpha:.1f}{drift}; "
+          f"model in {args.out}/model")
     print(_table(("metric", "before", "after"), rows))
     return 0
 

@@ -49,6 +49,8 @@ class FinetuneResult:
             (``eval_target``, ``eval_source``) and on the fit set's validation part.
         settings: The resolved settings (for reproducibility).
         wise_alpha: The WiSE-FT mixing coefficient used (1.0 = plain fine-tuned weights).
+        force_drift: With ``max_force_drift``: the final model's force MAE (eV/A) against the pretrained
+            model's own forces on the drift-probe structures; None otherwise.
         energy_offset: Per-atom offset (eV/atom) or per-element deltas applied before fine-tuning, or None.
         output_dir: Where the result was written, or None.
     """
@@ -61,6 +63,7 @@ class FinetuneResult:
     settings: dict[str, Any]
     wise_alpha: float = 1.0
     energy_offset: Any = None
+    force_drift: float | None = None
     output_dir: Path | None = None
     _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -245,6 +248,7 @@ def finetune_adversarial(
     anchor_forces: float = 0.0,
     l2sp: float = 0.0,
     wise_ft: bool = False,
+    max_force_drift: float | None = None,
     freeze: Sequence[str] | None = None,
     val_fraction: float = 0.25,
     early_stopping_patience: int | None = 10,
@@ -295,6 +299,12 @@ def finetune_adversarial(
         l2sp: Strength of the L2-SP penalty ``l2sp * ||theta - theta_0||^2`` toward the starting weights,
             applied as a proximal step after every optimiser step (robust to Adam's scaling).
         wise_ft: WiSE-FT: interpolate ``theta_0 + a (theta - theta_0)``, ``a`` chosen on the validation part.
+        max_force_drift: Potentials with ``wise_ft``: the largest force drift (eV/A) allowed, measured as the
+            force MAE against the pretrained model's own forces on probe structures (``distill`` if given,
+            else the source structures, else the target structures). WiSE-FT then only considers mixing
+            coefficients below the first one that exceeds it (``a = 0`` is the pretrained network, drift 0, so
+            one always qualifies) and picks the best of those on the validation part (the largest one when there
+            is none). The result's ``force_drift`` reports the final model's drift on the probe. None: no limit.
         freeze: Parameter-name prefixes (of the bare model, e.g. ``"embedding"``) kept frozen.
         val_fraction: Share of the target held out for early stopping / WiSE-FT (0 disables both).
         early_stopping_patience: Epochs without validation improvement before stopping (None: never).
@@ -310,7 +320,7 @@ def finetune_adversarial(
         A :class:`FinetuneResult`.
     """
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, replay_ratio=replay_ratio, l2sp=l2sp,
-                    anchor_forces=anchor_forces,
+                    anchor_forces=anchor_forces, max_force_drift=max_force_drift, wise_ft=wise_ft,
                     val_fraction=val_fraction, n_models=n_models, energy_offset=energy_offset,
                     stress_unit=stress_unit)
     out_path = _check_output_dir(output_dir, overwrite)
@@ -367,7 +377,15 @@ def finetune_adversarial(
         val_data = None if val_data is None else _anchored(pretrained, val_data)
         src = None if src is None else _anchored(pretrained, src)
         force_weight = anchor_forces
+    if max_force_drift is not None and not potential:
+        raise ValueError(f"max_force_drift applies to potentials only, got max_force_drift={max_force_drift} for a "
+                         f"{type(pretrained).__name__} property model; leave it None")
     replay = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
+    probe = None
+    if max_force_drift is not None:
+        probe_structures = list(distill) if distill is not None else (src if src is not None else data).structures
+        probe = _DriftProbe(probe_structures, predict_potential(pretrained, probe_structures, forces=True)[1],
+                            max_force_drift)
     settings = {k: v for k, v in locals().items() if k in _SETTING_NAMES}
     graphs = _build_graphs(start, potential, fit_data, val_data, replay)
     members, histories, alphas = [], [], []
@@ -376,7 +394,7 @@ def finetune_adversarial(
             start, graphs, val_data, potential=potential, adversarial=adversarial, epochs=epochs,
             batch_size=batch_size, lr=lr, weights={"energy": energy_weight, "force": force_weight,
                                                   "stress": stress_weight},
-            l2sp=l2sp, wise_ft=wise_ft, freeze=freeze, patience=early_stopping_patience,
+            l2sp=l2sp, wise_ft=wise_ft, probe=probe, freeze=freeze, patience=early_stopping_patience,
             cal_kwargs=cal_kwargs or {}, seed=seed + k, device=device, progress=progress,
         )
         if offset_fitter is not None and val_data is not None:
@@ -399,6 +417,7 @@ def finetune_adversarial(
     result = FinetuneResult(
         model=members[0], pretrained=pretrained, members=members, history=histories[0], evaluation=evaluation,
         settings=settings, wise_alpha=alphas[0], energy_offset=offset_info,
+        force_drift=None if probe is None else probe.drift(members[0]),
     )
     if out_path is not None:
         _write_result(result, out_path)
@@ -408,7 +427,8 @@ def finetune_adversarial(
 
 _SETTING_NAMES = (
     "adversarial", "epochs", "batch_size", "lr", "energy_weight", "force_weight", "stress_weight", "energy_offset",
-    "replay_ratio", "anchor_forces", "l2sp", "wise_ft", "freeze", "val_fraction", "early_stopping_patience", "cal_kwargs",
+    "replay_ratio", "anchor_forces", "l2sp", "wise_ft", "max_force_drift", "freeze", "val_fraction",
+    "early_stopping_patience", "cal_kwargs",
     "n_models", "seed", "stress_unit",
 )
 
@@ -441,8 +461,8 @@ def _build_graphs(
 def _fit_member(
     start: Any, graphs: _Graphs, val_data: LabelledData | None, *,
     potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, weights: dict[str, float],
-    l2sp: float, wise_ft: bool, freeze: Sequence[str] | None, patience: int | None, cal_kwargs: dict[str, Any],
-    seed: int, device: str, progress: bool,
+    l2sp: float, wise_ft: bool, probe: _DriftProbe | None, freeze: Sequence[str] | None, patience: int | None,
+    cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
 ) -> tuple[Any, list[dict[str, float]], float]:
     L.seed_everything(seed, workers=True, verbose=False)
     work = clone_model(start).cpu().train()
@@ -496,21 +516,43 @@ def _fit_member(
     result = clone_model(start)
     result.load_state_dict(module.model.state_dict())
     alpha = 1.0
-    if wise_ft and val_data is not None:
-        alpha, result = _wise_ft(start, result, val_data)
+    if wise_ft and (val_data is not None or probe is not None):
+        alpha, result = _wise_ft(start, result, val_data, probe)
     return result.eval(), history.rows, alpha
 
 
-def _wise_ft(start: Any, tuned: Any, val_data: LabelledData) -> tuple[float, Any]:
-    """Pick ``a`` in {0, 0.1, ..., 1} minimising the validation error of ``theta_0 + a (theta - theta_0)``."""
+@dataclass
+class _DriftProbe:
+    """Structures, the pretrained model's forces on them (eV/A, one (n_atoms, 3) array each) and the limit."""
+
+    structures: list[Structure]
+    reference_forces: list[np.ndarray]
+    limit: float
+
+    def drift(self, model: Any) -> float:
+        """Force MAE (eV/A) of ``model`` against the reference forces."""
+        _, forces = predict_potential(model, self.structures, forces=True)
+        return float(np.mean(np.abs(np.concatenate(forces) - np.concatenate(self.reference_forces))))
+
+
+def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None, probe: _DriftProbe | None = None,
+             ) -> tuple[float, Any]:
+    """Pick ``a`` in {0, 0.1, ..., 1} minimising the validation error of ``theta_0 + a (theta - theta_0)``.
+
+    With a ``probe``, coefficients are tried from 0 upward and the search stops at the first whose force drift
+    exceeds ``probe.limit`` (``a = 0`` is the starting network and always qualifies); without validation data
+    the largest qualifying coefficient wins.
+    """
     base = {k: v.detach().clone() for k, v in start.state_dict().items()}
     final = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
-    best = (math.inf, 1.0)
+    best = (math.inf, 0.0)
     for a in np.linspace(0.0, 1.0, 11):
         mixed = {k: base[k] + float(a) * (final[k] - base[k]) if final[k].is_floating_point() else final[k]
                  for k in final}
         tuned.load_state_dict(mixed)
-        score = _score(evaluate(tuned, val_data))
+        if probe is not None and a > 0 and probe.drift(tuned) > probe.limit:
+            break  # drift grows with a: no larger coefficient qualifies either
+        score = _score(evaluate(tuned, val_data)) if val_data is not None else -float(a)
         if score < best[0] - 1e-12:
             best = (score, float(a))
     a = best[1]
@@ -604,6 +646,12 @@ def _check_settings(**kw: Any) -> None:
         v = kw[name]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    drift = kw["max_force_drift"]
+    if drift is not None:
+        if isinstance(drift, bool) or not (isinstance(drift, (int, float)) and math.isfinite(drift) and drift > 0):
+            raise ValueError(f"max_force_drift must be None or a finite number > 0 (eV/A), got {drift!r}")
+        if not kw["wise_ft"]:
+            raise ValueError(f"max_force_drift={drift} limits WiSE-FT's mixing coefficient; set wise_ft=True")
     if not (0 <= kw["val_fraction"] < 1):
         raise ValueError(f"val_fraction must lie in [0, 1), got {kw['val_fraction']!r}")
     if kw["energy_offset"] not in ENERGY_OFFSETS:
@@ -631,7 +679,7 @@ def _write_result(result: FinetuneResult, path: Path) -> None:
             member.save(tmp / "members" / str(i))
         (tmp / "history.json").write_text(json.dumps(result.history, indent=1))
         summary = {"evaluation": result.evaluation, "settings": result.settings, "wise_alpha": result.wise_alpha,
-                   "energy_offset": result.energy_offset}
+                   "energy_offset": result.energy_offset, "force_drift": result.force_drift}
         (tmp / "result.json").write_text(json.dumps(summary, indent=1, default=str))
         if path.exists():
             shutil.rmtree(path)

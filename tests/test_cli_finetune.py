@@ -87,3 +87,14 @@ def test_finetune_anchor_forces_on_energy_only_target(files, capsys):
     assert code == 0, capsys.readouterr().err
     settings = json.loads((out / "result.json").read_text())["settings"]
     assert settings["anchor_forces"] == 10.0 and settings["force_weight"] == 10.0
+
+
+def test_finetune_max_force_drift_is_reported(files, capsys):
+    out = files / "bounded"
+    code = main(["finetune", "--model", str(files / "pot"), "--target", str(files / "target.extxyz"),
+                 "--out", str(out), "--wise-ft", "--max-force-drift", "1e-9", "--epochs", "1", "--batch-size", "2",
+                 "--energy-offset", "none", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "WiSE-FT alpha 0.0, force drift 0.0000 eV/A on the probe" in capsys.readouterr().out
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["settings"]["max_force_drift"] == 1e-9 and summary["wise_alpha"] == 0.0

@@ -377,3 +377,67 @@ def test_untouched_network_gives_exactly_the_ridge_baseline_on_all_targets(tiny_
     got = predict_potential(result.model, shifted.structures, forces=False)[0]
     want = predict_potential(baseline, shifted.structures, forces=False)[0]
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def _drifting_target(n: int = 8):
+    """Energy-only target with structure-specific noise, so fitting it moves the forces."""
+    data = energy_only(emt_atoms(n))
+    noise = np.random.default_rng(0).normal(0.0, 1.0, len(data)) * data.n_atoms  # eV
+    return LabelledData(structures=data.structures, energies=data.energies + noise)
+
+
+def test_max_force_drift_bounds_the_wise_ft_choice(tiny_potential):
+    pot, _ = tiny_potential
+    target = _drifting_target()
+    probe = rattled(read_labelled(emt_atoms(4, seed=7)).structures, seed=1)
+    settings = {**FAST, "epochs": 6, "lr": 1e-2, "val_fraction": 0.0, "wise_ft": True, "distill": probe,
+                "replay_ratio": 0.0}
+    free = finetune_adversarial(pot, target, adversarial=False, **settings)
+    # Without validation data WiSE-FT keeps the fine-tuned weights unless a drift limit applies.
+    assert free.wise_alpha == 1.0 and free.force_drift is None
+    drift_free = evaluate(free.model, LabelledData(structures=probe, energies=np.zeros(4)), reference=pot)["force_mae"]
+    assert drift_free > 0.0
+    limit = 0.5 * drift_free
+    held = finetune_adversarial(pot, target, adversarial=False, max_force_drift=limit, **settings)
+    measured = evaluate(held.model, LabelledData(structures=probe, energies=np.zeros(4)), reference=pot)["force_mae"]
+    assert held.force_drift == pytest.approx(measured, rel=1e-5)
+    assert measured <= limit and 0.0 <= held.wise_alpha < 1.0
+    assert held.settings["max_force_drift"] == limit
+
+
+def test_max_force_drift_tiny_limit_keeps_the_pretrained_forces(tiny_potential):
+    pot, _ = tiny_potential
+    target = _drifting_target()
+    held = finetune_adversarial(pot, target, adversarial=True, wise_ft=True, max_force_drift=1e-9,
+                                **{**FAST, "epochs": 3, "lr": 1e-2})
+    # No coefficient above 0 qualifies, so the network is the pretrained one; the probe is the target itself.
+    assert held.wise_alpha == 0.0 and held.force_drift == pytest.approx(0.0, abs=1e-6)
+    from matgl_cal._predict import predict_potential
+
+    got = predict_potential(held.model, target.structures, forces=True)[1]
+    want = predict_potential(pot, target.structures, forces=True)[1]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def test_max_force_drift_loose_limit_changes_nothing(tiny_potential):
+    pot, _ = tiny_potential
+    target = _drifting_target()
+    settings = {**FAST, "epochs": 3, "lr": 1e-2, "wise_ft": True}
+    plain = finetune_adversarial(pot, target, adversarial=False, **settings)
+    loose = finetune_adversarial(pot, target, adversarial=False, max_force_drift=1e6, **settings)
+    assert loose.wise_alpha == plain.wise_alpha
+    for (k, a), b_ in zip(plain.model.state_dict().items(), loose.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b_, msg=k)
+
+
+def test_max_force_drift_bad_use(tiny_potential):
+    pot, _ = tiny_potential
+    with pytest.raises(ValueError, match="max_force_drift must be None or a finite number > 0 \\(eV/A\\), got -0.1"):
+        finetune_adversarial(pot, emt_atoms(6), wise_ft=True, max_force_drift=-0.1, **FAST)
+    with pytest.raises(ValueError, match="max_force_drift=0.02 limits WiSE-FT's mixing coefficient; set wise_ft=True"):
+        finetune_adversarial(pot, emt_atoms(6), max_force_drift=0.02, **FAST)
+    structures, targets = b.property_structures(6)
+    with pytest.raises(ValueError, match="max_force_drift applies to potentials only"):
+        finetune_adversarial(b.tiny_model("M3GNet"), LabelledData(structures=structures, targets=targets),
+                             wise_ft=True, max_force_drift=0.02, **FAST)
