@@ -51,6 +51,8 @@ class FinetuneResult:
         wise_alpha: The WiSE-FT mixing coefficient used (1.0 = plain fine-tuned weights).
         force_drift: With ``max_force_drift``: the final model's force MAE (eV/A) against the pretrained
             model's own forces on the drift-probe structures; None otherwise.
+        source_increase: With ``max_source_increase``: the final model's relative error change on the held-out
+            source structures against the pretrained model's (0.05 = 5 % worse); None otherwise.
         energy_offset: Per-atom offset (eV/atom) or per-element deltas applied before fine-tuning, or None.
         output_dir: Where the result was written, or None.
     """
@@ -64,6 +66,7 @@ class FinetuneResult:
     wise_alpha: float = 1.0
     energy_offset: Any = None
     force_drift: float | None = None
+    source_increase: float | None = None
     output_dir: Path | None = None
     _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -249,6 +252,7 @@ def finetune_adversarial(
     l2sp: float = 0.0,
     wise_ft: bool = False,
     max_force_drift: float | None = None,
+    max_source_increase: float | None = None,
     freeze: Sequence[str] | None = None,
     val_fraction: float = 0.25,
     early_stopping_patience: int | None = 10,
@@ -305,6 +309,11 @@ def finetune_adversarial(
             coefficients below the first one that exceeds it (``a = 0`` is the pretrained network, drift 0, so
             one always qualifies) and picks the best of those on the validation part (the largest one when there
             is none). The result's ``force_drift`` reports the final model's drift on the probe. None: no limit.
+        max_source_increase: With ``wise_ft`` and labelled ``source`` data: the largest relative increase of the
+            error (energy MAE per atom for potentials, MAE for property models) on the source structures that
+            were *not* drawn for replay (all of them when replay used every one), over the pretrained model's
+            error there, that WiSE-FT may accept (0.05 = 5 %). Searched like ``max_force_drift``; both may be
+            combined. The result's ``source_increase`` reports the final model's value. None: no limit.
         freeze: Parameter-name prefixes (of the bare model, e.g. ``"embedding"``) kept frozen.
         val_fraction: Share of the target held out for early stopping / WiSE-FT (0 disables both).
         early_stopping_patience: Epochs without validation improvement before stopping (None: never).
@@ -320,7 +329,8 @@ def finetune_adversarial(
         A :class:`FinetuneResult`.
     """
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, replay_ratio=replay_ratio, l2sp=l2sp,
-                    anchor_forces=anchor_forces, max_force_drift=max_force_drift, wise_ft=wise_ft,
+                    anchor_forces=anchor_forces, max_force_drift=max_force_drift,
+                    max_source_increase=max_source_increase, wise_ft=wise_ft,
                     val_fraction=val_fraction, n_models=n_models, energy_offset=energy_offset,
                     stress_unit=stress_unit)
     out_path = _check_output_dir(output_dir, overwrite)
@@ -380,12 +390,21 @@ def finetune_adversarial(
     if max_force_drift is not None and not potential:
         raise ValueError(f"max_force_drift applies to potentials only, got max_force_drift={max_force_drift} for a "
                          f"{type(pretrained).__name__} property model; leave it None")
-    replay = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
-    probe = None
+    if max_source_increase is not None and src is None:
+        raise ValueError(f"max_source_increase={max_source_increase} is measured on labelled source data; "
+                         "give source=... or leave it None")
+    replay, unreplayed = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
+    guards: list[_DriftProbe | _SourceProbe] = []
     if max_force_drift is not None:
         probe_structures = list(distill) if distill is not None else (src if src is not None else data).structures
-        probe = _DriftProbe(probe_structures, predict_potential(pretrained, probe_structures, forces=True)[1],
-                            max_force_drift)
+        guards.append(_DriftProbe(probe_structures, predict_potential(pretrained, probe_structures, forces=True)[1],
+                                  max_force_drift))
+    if max_source_increase is not None:
+        held_source = src.subset(unreplayed) if unreplayed is not None and len(unreplayed) else src
+        if held_source is src and replay is not None:
+            log.warning("max_source_increase: replay drew every source structure, so the bound is checked on "
+                        "structures the model trained on; give more source data for a held-out check")
+        guards.append(_SourceProbe(held_source, _score(evaluate(pretrained, held_source)), max_source_increase))
     settings = {k: v for k, v in locals().items() if k in _SETTING_NAMES}
     graphs = _build_graphs(start, potential, fit_data, val_data, replay)
     members, histories, alphas = [], [], []
@@ -394,7 +413,7 @@ def finetune_adversarial(
             start, graphs, val_data, potential=potential, adversarial=adversarial, epochs=epochs,
             batch_size=batch_size, lr=lr, weights={"energy": energy_weight, "force": force_weight,
                                                   "stress": stress_weight},
-            l2sp=l2sp, wise_ft=wise_ft, probe=probe, freeze=freeze, patience=early_stopping_patience,
+            l2sp=l2sp, wise_ft=wise_ft, guards=guards, freeze=freeze, patience=early_stopping_patience,
             cal_kwargs=cal_kwargs or {}, seed=seed + k, device=device, progress=progress,
         )
         if offset_fitter is not None and val_data is not None:
@@ -417,7 +436,8 @@ def finetune_adversarial(
     result = FinetuneResult(
         model=members[0], pretrained=pretrained, members=members, history=histories[0], evaluation=evaluation,
         settings=settings, wise_alpha=alphas[0], energy_offset=offset_info,
-        force_drift=None if probe is None else probe.drift(members[0]),
+        force_drift=next((g.value(members[0]) for g in guards if isinstance(g, _DriftProbe)), None),
+        source_increase=next((g.value(members[0]) for g in guards if isinstance(g, _SourceProbe)), None),
     )
     if out_path is not None:
         _write_result(result, out_path)
@@ -427,7 +447,8 @@ def finetune_adversarial(
 
 _SETTING_NAMES = (
     "adversarial", "epochs", "batch_size", "lr", "energy_weight", "force_weight", "stress_weight", "energy_offset",
-    "replay_ratio", "anchor_forces", "l2sp", "wise_ft", "max_force_drift", "freeze", "val_fraction",
+    "replay_ratio", "anchor_forces", "l2sp", "wise_ft", "max_force_drift", "max_source_increase", "freeze",
+    "val_fraction",
     "early_stopping_patience", "cal_kwargs",
     "n_models", "seed", "stress_unit",
 )
@@ -461,7 +482,8 @@ def _build_graphs(
 def _fit_member(
     start: Any, graphs: _Graphs, val_data: LabelledData | None, *,
     potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, weights: dict[str, float],
-    l2sp: float, wise_ft: bool, probe: _DriftProbe | None, freeze: Sequence[str] | None, patience: int | None,
+    l2sp: float, wise_ft: bool, guards: Sequence[_DriftProbe | _SourceProbe], freeze: Sequence[str] | None,
+    patience: int | None,
     cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
 ) -> tuple[Any, list[dict[str, float]], float]:
     L.seed_everything(seed, workers=True, verbose=False)
@@ -516,8 +538,8 @@ def _fit_member(
     result = clone_model(start)
     result.load_state_dict(module.model.state_dict())
     alpha = 1.0
-    if wise_ft and (val_data is not None or probe is not None):
-        alpha, result = _wise_ft(start, result, val_data, probe)
+    if wise_ft and (val_data is not None or guards):
+        alpha, result = _wise_ft(start, result, val_data, guards)
     return result.eval(), history.rows, alpha
 
 
@@ -529,19 +551,32 @@ class _DriftProbe:
     reference_forces: list[np.ndarray]
     limit: float
 
-    def drift(self, model: Any) -> float:
+    def value(self, model: Any) -> float:
         """Force MAE (eV/A) of ``model`` against the reference forces."""
         _, forces = predict_potential(model, self.structures, forces=True)
         return float(np.mean(np.abs(np.concatenate(forces) - np.concatenate(self.reference_forces))))
 
 
-def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None, probe: _DriftProbe | None = None,
-             ) -> tuple[float, Any]:
+@dataclass
+class _SourceProbe:
+    """Held-out labelled source data, the pretrained model's error on it and the largest relative increase."""
+
+    data: LabelledData
+    base_error: float
+    limit: float
+
+    def value(self, model: Any) -> float:
+        """Relative change of ``model``'s error on the data against ``base_error`` (0.05 = 5 % worse)."""
+        return _score(evaluate(model, self.data)) / max(self.base_error, 1e-12) - 1.0
+
+
+def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None,
+             guards: Sequence[_DriftProbe | _SourceProbe] = ()) -> tuple[float, Any]:
     """Pick ``a`` in {0, 0.1, ..., 1} minimising the validation error of ``theta_0 + a (theta - theta_0)``.
 
-    With a ``probe``, coefficients are tried from 0 upward and the search stops at the first whose force drift
-    exceeds ``probe.limit`` (``a = 0`` is the starting network and always qualifies); without validation data
-    the largest qualifying coefficient wins.
+    With ``guards``, coefficients are tried from 0 upward and the search stops at the first for which some
+    guard's value exceeds its limit (``a = 0`` is the starting network and always qualifies); without
+    validation data the largest qualifying coefficient wins.
     """
     base = {k: v.detach().clone() for k, v in start.state_dict().items()}
     final = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
@@ -550,8 +585,8 @@ def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None, probe: _Drif
         mixed = {k: base[k] + float(a) * (final[k] - base[k]) if final[k].is_floating_point() else final[k]
                  for k in final}
         tuned.load_state_dict(mixed)
-        if probe is not None and a > 0 and probe.drift(tuned) > probe.limit:
-            break  # drift grows with a: no larger coefficient qualifies either
+        if a > 0 and any(g.value(tuned) > g.limit for g in guards):
+            break  # drift grows with a: larger coefficients are not tried
         score = _score(evaluate(tuned, val_data)) if val_data is not None else -float(a)
         if score < best[0] - 1e-12:
             best = (score, float(a))
@@ -564,10 +599,11 @@ def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None, probe: _Drif
 def _replay_data(
     pretrained: Any, potential: bool, fit: LabelledData, source: LabelledData | None,
     distill: Sequence[Structure] | None, ratio: float, rng: np.random.Generator,
-) -> LabelledData | None:
+) -> tuple[LabelledData | None, np.ndarray | None]:
+    """Replayed samples, and the indices of the ``source`` samples not drawn (None without ``source``)."""
     n = int(round(ratio * len(fit)))
     if n == 0 or (source is None and distill is None):
-        return None
+        return None, None if source is None else np.arange(len(source))
     if source is not None:
         pool = source
     else:
@@ -591,7 +627,8 @@ def _replay_data(
             "the target has stress labels (stress_weight > 0) but the replayed data has none; give stresses for "
             "both or set stress_weight=0"
         )
-    return chosen
+    unreplayed = None if source is None else np.setdiff1d(np.arange(len(source)), pick)
+    return chosen, unreplayed
 
 
 def _with_pretrained_refs(member: Any, pretrained: Any) -> Any:
@@ -652,6 +689,12 @@ def _check_settings(**kw: Any) -> None:
             raise ValueError(f"max_force_drift must be None or a finite number > 0 (eV/A), got {drift!r}")
         if not kw["wise_ft"]:
             raise ValueError(f"max_force_drift={drift} limits WiSE-FT's mixing coefficient; set wise_ft=True")
+    rise = kw["max_source_increase"]
+    if rise is not None:
+        if isinstance(rise, bool) or not (isinstance(rise, (int, float)) and math.isfinite(rise) and rise >= 0):
+            raise ValueError(f"max_source_increase must be None or a finite fraction >= 0 (0.05 = 5 %), got {rise!r}")
+        if not kw["wise_ft"]:
+            raise ValueError(f"max_source_increase={rise} limits WiSE-FT's mixing coefficient; set wise_ft=True")
     if not (0 <= kw["val_fraction"] < 1):
         raise ValueError(f"val_fraction must lie in [0, 1), got {kw['val_fraction']!r}")
     if kw["energy_offset"] not in ENERGY_OFFSETS:

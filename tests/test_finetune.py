@@ -177,8 +177,8 @@ def test_distillation_replay_is_labelled_by_the_pretrained_model(tiny_potential)
     pot, _ = tiny_potential
     fit = energy_only(emt_atoms(4))
     source_like = rattled(read_labelled(emt_atoms(6, seed=9)).structures, seed=3)
-    replay = _replay_data(pot, True, fit, None, source_like, 1.0, np.random.default_rng(0))
-    assert len(replay) == 4 and replay.forces is None
+    replay, unreplayed = _replay_data(pot, True, fit, None, source_like, 1.0, np.random.default_rng(0))
+    assert len(replay) == 4 and replay.forces is None and unreplayed is None
     from matgl_cal._predict import predict_potential
 
     np.testing.assert_allclose(replay.energies, predict_potential(pot, replay.structures, forces=False)[0])
@@ -441,3 +441,56 @@ def test_max_force_drift_bad_use(tiny_potential):
     with pytest.raises(ValueError, match="max_force_drift applies to potentials only"):
         finetune_adversarial(b.tiny_model("M3GNet"), LabelledData(structures=structures, targets=targets),
                              wise_ft=True, max_force_drift=0.02, **FAST)
+
+
+def test_replay_reports_the_source_samples_it_did_not_draw(tiny_potential):
+    pot, _ = tiny_potential
+    fit = energy_only(emt_atoms(4))
+    source = energy_only(emt_atoms(10, seed=9))
+    replay, unreplayed = _replay_data(pot, True, fit, source, None, 1.0, np.random.default_rng(0))
+    drawn = {s_.formula + str(s_.lattice.abc) for s_ in replay.structures}
+    left = {source.structures[i].formula + str(source.structures[i].lattice.abc) for i in unreplayed}
+    assert len(unreplayed) == 6 and not drawn & left and len(drawn | left) == 10
+
+
+def _property_pretrained_and_target():
+    """A tiny property model 'pretrained' on a source set, and a target with a shifted label relation."""
+    structures, targets = b.property_structures(24)
+    source = LabelledData(structures=structures[:16], targets=np.asarray(targets[:16]))
+    target = LabelledData(structures=structures[16:], targets=np.asarray(targets[16:]) * 3.0 + 2.0)
+    torch.manual_seed(0)
+    return b.tiny_model("M3GNet"), source, target
+
+
+def test_max_source_increase_bounds_the_source_error(tmp_path):
+    model, source, target = _property_pretrained_and_target()
+    settings = {**FAST, "epochs": 4, "lr": 1e-2, "val_fraction": 0.0, "wise_ft": True, "replay_ratio": 0.5}
+    free = finetune_adversarial(model, target, source=source, adversarial=False, **settings)
+    assert free.wise_alpha == 1.0 and free.source_increase is None
+    # The 12 source structures not replayed (16 - 0.5 * 8) are the held-out probe.
+    from matgl_cal.finetune import _replay_data as replay_of
+
+    rng = np.random.default_rng(0)
+    rng.permutation(len(target))  # finetune_adversarial's fit/validation shuffle comes first
+    _, unreplayed = replay_of(model, False, target, source, None, 0.5, rng)
+    assert len(unreplayed) == 12
+    held = source.subset(unreplayed)
+    base = evaluate(model, held)["mae"]
+    rise_free = evaluate(free.model, held)["mae"] / base - 1.0
+    assert rise_free > 0.0
+    limit = 0.5 * rise_free
+    bounded = finetune_adversarial(model, target, source=source, adversarial=False, max_source_increase=limit,
+                                   **settings)
+    rise = evaluate(bounded.model, held)["mae"] / base - 1.0
+    assert bounded.source_increase == pytest.approx(rise, rel=1e-5, abs=1e-7)
+    assert rise <= limit and bounded.wise_alpha < 1.0
+
+
+def test_max_source_increase_bad_use(tiny_potential):
+    model, source, target = _property_pretrained_and_target()
+    with pytest.raises(ValueError, match="max_source_increase=0.05 is measured on labelled source data"):
+        finetune_adversarial(model, target, wise_ft=True, max_source_increase=0.05, **FAST)
+    with pytest.raises(ValueError, match=r"max_source_increase must be None or a finite fraction >= 0 \(0.05 = 5 %\)"):
+        finetune_adversarial(model, target, source=source, wise_ft=True, max_source_increase=float("nan"), **FAST)
+    with pytest.raises(ValueError, match="max_source_increase=0.05 limits WiSE-FT's mixing coefficient"):
+        finetune_adversarial(model, target, source=source, max_source_increase=0.05, **FAST)
