@@ -196,19 +196,24 @@ def figure(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ns = sorted({r["n_target"] for r in results if r["n_target"] > 0})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for m in ["zero_shot", "offset", "ridge", *METHODS]:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    names = [m for m in ["offset", "ridge", *METHODS] if any(r["method"] == m for r in results)]
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(names), 2)))
+    for m in ["zero_shot", *names]:
         rows = [r for r in results if r["method"] == m]
         if not rows:
             continue
         if m == "zero_shot":
             ax1.axhline(rows[0]["test_energy_mae"], color="gray", ls="--", label=m)
             continue
+        # Same colour family per variant; CAL solid, conventional dashed, cheap baselines dotted.
+        style = {"color": colours[names.index(m)], "marker": "o",
+                 "ls": ":" if m in ("offset", "ridge") else "-" if m.startswith("cal") else "--"}
         mu = [statistics.mean([r["test_energy_mae"] for r in rows if r["n_target"] == n]) for n in ns]
         sd = [statistics.pstdev([r["test_energy_mae"] for r in rows if r["n_target"] == n]) for n in ns]
-        ax1.errorbar(ns, mu, yerr=sd, marker="o", capsize=3, label=m)
+        ax1.errorbar(ns, mu, yerr=sd, capsize=3, label=m, **style)
         drift = [statistics.mean([r["retention_force_mae"] for r in rows if r["n_target"] == n]) for n in ns]
-        ax2.plot(ns, drift, marker="o", label=m)
+        ax2.plot(ns, drift, label=m, **style)
     ax1.set(xscale="log", xlabel="n_target (WBM structures)", ylabel="test energy MAE (eV/atom)",
             title="Target domain (200 held-out WBM)")
     ax2.set(xscale="log", xlabel="n_target", ylabel="force drift vs pretrained (eV/A)",
@@ -217,8 +222,7 @@ def figure(results: list[dict], path: Path) -> None:
     for ax in (ax1, ax2):
         ax.set_xticks(ns, [str(n) for n in ns], minor=False)
         ax.minorticks_off()
-    ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
+    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
