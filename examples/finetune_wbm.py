@@ -2,8 +2,9 @@
 
 Loads the pretrained M3GNet-PES-MatPES-PBE-2025.2, takes a few dozen WBM structures (DFT total
 energies, no forces) as the target domain, fine-tunes with ``finetune_adversarial`` (targeted CAL,
-ridge element-reference refit first; distillation replay, L2-SP, WiSE-FT and force anchoring against
-forgetting, the low-drift recipe of benchmarks/RESULTS.md section 2), and prints
+ridge element-reference refit first; distillation replay, L2-SP, and WiSE-FT bounded to 0.02 eV/A of force
+drift on the distillation structures against forgetting: the recipe of benchmarks/RESULTS.md section 2 that
+stayed below both cheap baselines at every n with <= 0.02 eV/A drift), and prints
 energy errors before/after on held-out WBM structures plus the force drift from the pretrained
 model on rattled MP binaries. About 1 minute on 2 CPU cores with the defaults (43 s of training measured).
 
@@ -45,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--max-atoms", type=int, default=24)
     parser.add_argument("--no-adversarial", action="store_true", help="conventional fine-tuning instead of CAL")
-    parser.add_argument("--anchor-forces", type=float, default=100.0,
-                        help="force-anchoring weight (0: off; energy-only training, faster, more force drift)")
+    parser.add_argument("--max-force-drift", type=float, default=0.02,
+                        help="force drift (eV/A) WiSE-FT may accept on the distillation structures")
+    parser.add_argument("--anchor-forces", type=float, default=0.0,
+                        help="force-anchoring weight (0: off, energy-only training; >0 builds the force graph)")
     parser.add_argument("--out", type=Path, default=None, help="write the adapted model here")
     parser.add_argument("--tiny", action="store_true", help="10 target / 10 test structures, 1 epoch (CI)")
     args = parser.parse_args(argv)
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     result = matgl_cal.finetune_adversarial(
         args.model, target, models_dir=args.models_dir, adversarial=not args.no_adversarial, epochs=args.epochs,
         batch_size=8, distill=matgl_cal.rattled(mp[20:], seed=2), replay_ratio=1.0, l2sp=10.0, wise_ft=True,
-        anchor_forces=args.anchor_forces,
+        max_force_drift=args.max_force_drift, anchor_forces=args.anchor_forces,
         eval_target=test, output_dir=args.out, overwrite=True,
     )
     seconds = time.perf_counter() - t0
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in (("eval_target_energy_mae", "energy MAE (eV/atom)"),
                        ("eval_target_energy_rmse", "energy RMSE (eV/atom)")):
         print(f"| {label} | {before[key]:.4f} | {after[key]:.4f} |")
-    print(f"force drift from the pretrained model on rattled MP binaries: {drift['force_mae']:.4f} eV/A")
+    print(f"force drift from the pretrained model on rattled MP binaries: {drift['force_mae']:.4f} eV/A "
+          f"(on the distillation structures WiSE-FT checked: {result.force_drift:.4f})")
     print(f"WiSE-FT kept {result.wise_alpha:.1f} of the tuned weight change (0: the network stayed pretrained, "
           "only the element references moved)")
     ridge, _ = refit_element_refs(result.pretrained, target)
