@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--l2sp", type=float, default=10.0)
-    parser.add_argument("--anchor-forces", type=float, default=1.0,
+    parser.add_argument("--anchor-forces", type=float, default=100.0,
                         help="force-anchoring weight of the +anchor methods")
     parser.add_argument("--replay-ratio", type=float, default=1.0,
                         help="distillation structures per fit structure of the +af/+anchor methods (capped by the 60 available)")
