@@ -6,7 +6,8 @@ ridge element-reference refit first; distillation replay, L2-SP, and WiSE-FT bou
 drift on the distillation structures against forgetting: the recipe of benchmarks/RESULTS.md section 2 that
 stayed below both cheap baselines at every n with <= 0.02 eV/A drift), and prints
 energy errors before/after on held-out WBM structures plus the force drift from the pretrained
-model on rattled MP binaries. About 1 minute on 2 CPU cores with the defaults (43 s of training measured).
+model on rattled MP binaries. About 30 s on 2 CPU cores with the defaults (23 s of training measured; held-out
+WBM energy MAE 0.148 -> 0.125 eV/atom, ridge refit alone 0.126, force drift 0.010 eV/A).
 
     python examples/finetune_wbm.py [--n-target 48] [--n-test 100] [--epochs 12] [--out DIR]
 
