@@ -448,9 +448,7 @@ def finetune_adversarial(
 _SETTING_NAMES = (
     "adversarial", "epochs", "batch_size", "lr", "energy_weight", "force_weight", "stress_weight", "energy_offset",
     "replay_ratio", "anchor_forces", "l2sp", "wise_ft", "max_force_drift", "max_source_increase", "freeze",
-    "val_fraction",
-    "early_stopping_patience", "cal_kwargs",
-    "n_models", "seed", "stress_unit",
+    "val_fraction", "early_stopping_patience", "cal_kwargs", "n_models", "seed", "stress_unit",
 )
 
 
@@ -483,8 +481,7 @@ def _fit_member(
     start: Any, graphs: _Graphs, val_data: LabelledData | None, *,
     potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, weights: dict[str, float],
     l2sp: float, wise_ft: bool, guards: Sequence[_DriftProbe | _SourceProbe], freeze: Sequence[str] | None,
-    patience: int | None,
-    cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
+    patience: int | None, cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
 ) -> tuple[Any, list[dict[str, float]], float]:
     L.seed_everything(seed, workers=True, verbose=False)
     work = clone_model(start).cpu().train()
@@ -586,7 +583,7 @@ def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None,
                  for k in final}
         tuned.load_state_dict(mixed)
         if a > 0 and any(g.value(tuned) > g.limit for g in guards):
-            break  # drift grows with a: larger coefficients are not tried
+            break  # drift and source error grow with a: larger coefficients are not tried
         score = _score(evaluate(tuned, val_data)) if val_data is not None else -float(a)
         if score < best[0] - 1e-12:
             best = (score, float(a))
@@ -722,7 +719,8 @@ def _write_result(result: FinetuneResult, path: Path) -> None:
             member.save(tmp / "members" / str(i))
         (tmp / "history.json").write_text(json.dumps(result.history, indent=1))
         summary = {"evaluation": result.evaluation, "settings": result.settings, "wise_alpha": result.wise_alpha,
-                   "energy_offset": result.energy_offset, "force_drift": result.force_drift}
+                   "energy_offset": result.energy_offset, "force_drift": result.force_drift,
+                   "source_increase": result.source_increase}
         (tmp / "result.json").write_text(json.dumps(summary, indent=1, default=str))
         if path.exists():
             shutil.rmtree(path)

@@ -98,3 +98,4 @@ def test_finetune_max_force_drift_is_reported(files, capsys):
     assert "WiSE-FT alpha 0.0, force drift 0.0000 eV/A on the probe" in capsys.readouterr().out
     summary = json.loads((out / "result.json").read_text())
     assert summary["settings"]["max_force_drift"] == 1e-9 and summary["wise_alpha"] == 0.0
+    assert summary["force_drift"] == pytest.approx(0.0, abs=1e-6) and summary["source_increase"] is None
