@@ -230,6 +230,16 @@ def _score(metrics: dict[str, float]) -> float:
     return metrics.get("energy_mae", metrics.get("mae", math.inf))
 
 
+def _selection_error(model: Any, data: LabelledData) -> float:
+    """The error model selection uses: energy MAE (eV/atom) for potentials, MAE for property models.
+
+    Force and stress labels are dropped first, so no force autograd is paid for a number that ignores them.
+    """
+    if data.kind == "potential" and (data.forces is not None or data.stresses is not None):
+        data = LabelledData(structures=data.structures, energies=data.energies, groups=data.groups)
+    return _score(evaluate(model, data))
+
+
 # --------------------------------------------------------------------------- main entry
 def finetune_adversarial(
     model: Any,
@@ -394,17 +404,19 @@ def finetune_adversarial(
         raise ValueError(f"max_source_increase={max_source_increase} is measured on labelled source data; "
                          "give source=... or leave it None")
     replay, unreplayed = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
-    guards: list[_DriftProbe | _SourceProbe] = []
+    drift_guard = source_guard = None
     if max_force_drift is not None:
         probe_structures = list(distill) if distill is not None else (src if src is not None else data).structures
-        guards.append(_DriftProbe(probe_structures, predict_potential(pretrained, probe_structures, forces=True)[1],
-                                  max_force_drift))
+        energies, forces = predict_potential(pretrained, probe_structures, forces=True)
+        drift_guard = _DriftProbe(LabelledData(structures=probe_structures, energies=energies, forces=forces),
+                                  max_force_drift)
     if max_source_increase is not None:
         held_source = src.subset(unreplayed) if unreplayed is not None and len(unreplayed) else src
         if held_source is src and replay is not None:
             log.warning("max_source_increase: replay drew every source structure, so the bound is checked on "
                         "structures the model trained on; give more source data for a held-out check")
-        guards.append(_SourceProbe(held_source, _score(evaluate(pretrained, held_source)), max_source_increase))
+        source_guard = _SourceProbe(held_source, _selection_error(pretrained, held_source), max_source_increase)
+    guards = [g for g in (drift_guard, source_guard) if g is not None]
     settings = {k: v for k, v in locals().items() if k in _SETTING_NAMES}
     graphs = _build_graphs(start, potential, fit_data, val_data, replay)
     members, histories, alphas = [], [], []
@@ -436,8 +448,8 @@ def finetune_adversarial(
     result = FinetuneResult(
         model=members[0], pretrained=pretrained, members=members, history=histories[0], evaluation=evaluation,
         settings=settings, wise_alpha=alphas[0], energy_offset=offset_info,
-        force_drift=next((g.value(members[0]) for g in guards if isinstance(g, _DriftProbe)), None),
-        source_increase=next((g.value(members[0]) for g in guards if isinstance(g, _SourceProbe)), None),
+        force_drift=None if drift_guard is None else drift_guard.value(members[0]),
+        source_increase=None if source_guard is None else source_guard.value(members[0]),
     )
     if out_path is not None:
         _write_result(result, out_path)
@@ -542,16 +554,14 @@ def _fit_member(
 
 @dataclass
 class _DriftProbe:
-    """Structures, the pretrained model's forces on them (eV/A, one (n_atoms, 3) array each) and the limit."""
+    """Probe structures labelled with the pretrained model's own energies and forces, and the force limit (eV/A)."""
 
-    structures: list[Structure]
-    reference_forces: list[np.ndarray]
+    data: LabelledData
     limit: float
 
     def value(self, model: Any) -> float:
-        """Force MAE (eV/A) of ``model`` against the reference forces."""
-        _, forces = predict_potential(model, self.structures, forces=True)
-        return float(np.mean(np.abs(np.concatenate(forces) - np.concatenate(self.reference_forces))))
+        """Force MAE (eV/A) of ``model`` against the pretrained model's forces."""
+        return evaluate(model, self.data)["force_mae"]
 
 
 @dataclass
@@ -564,7 +574,7 @@ class _SourceProbe:
 
     def value(self, model: Any) -> float:
         """Relative change of ``model``'s error on the data against ``base_error`` (0.05 = 5 % worse)."""
-        return _score(evaluate(model, self.data)) / max(self.base_error, 1e-12) - 1.0
+        return _selection_error(model, self.data) / max(self.base_error, 1e-12) - 1.0
 
 
 def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None,
@@ -584,7 +594,7 @@ def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None,
         tuned.load_state_dict(mixed)
         if a > 0 and any(g.value(tuned) > g.limit for g in guards):
             break  # drift and source error grow with a: larger coefficients are not tried
-        score = _score(evaluate(tuned, val_data)) if val_data is not None else -float(a)
+        score = _selection_error(tuned, val_data) if val_data is not None else -float(a)
         if score < best[0] - 1e-12:
             best = (score, float(a))
     a = best[1]

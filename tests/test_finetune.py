@@ -332,11 +332,16 @@ def test_anchor_forces_labels_are_the_pretrained_forces(tiny_potential):
     assert _anchored(pot, labelled) is labelled  # real force labels are kept
 
 
+def _drifting_target(n: int = 8):
+    """Energy-only target with structure-specific noise, so fitting it moves the forces."""
+    data = energy_only(emt_atoms(n))
+    noise = np.random.default_rng(0).normal(0.0, 1.0, len(data)) * data.n_atoms  # eV
+    return LabelledData(structures=data.structures, energies=data.energies + noise)
+
+
 def test_anchor_forces_keeps_forces_near_the_pretrained_ones(tiny_potential):
     pot, _ = tiny_potential
-    data = energy_only(emt_atoms(8))
-    noise = np.random.default_rng(0).normal(0.0, 1.0, len(data)) * data.n_atoms  # structure-specific, eV
-    shifted = LabelledData(structures=data.structures, energies=data.energies + noise)
+    shifted = _drifting_target()
     probe = LabelledData(structures=rattled(read_labelled(emt_atoms(4, seed=7)).structures, seed=1),
                          energies=np.zeros(4))
     settings = {**FAST, "epochs": 6, "lr": 1e-2, "val_fraction": 0.0}
@@ -377,13 +382,6 @@ def test_untouched_network_gives_exactly_the_ridge_baseline_on_all_targets(tiny_
     got = predict_potential(result.model, shifted.structures, forces=False)[0]
     want = predict_potential(baseline, shifted.structures, forces=False)[0]
     np.testing.assert_allclose(got, want, atol=1e-4)
-
-
-def _drifting_target(n: int = 8):
-    """Energy-only target with structure-specific noise, so fitting it moves the forces."""
-    data = energy_only(emt_atoms(n))
-    noise = np.random.default_rng(0).normal(0.0, 1.0, len(data)) * data.n_atoms  # eV
-    return LabelledData(structures=data.structures, energies=data.energies + noise)
 
 
 def test_max_force_drift_bounds_the_wise_ft_choice(tiny_potential):
