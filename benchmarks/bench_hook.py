@@ -170,6 +170,8 @@ def run_case(name: str, make_module, train_loader, epochs: int, device: str, pot
     results.update(erm_epoch_s=erm_epoch, cal_epoch_s=cal_epoch, epoch_ratio=cal_epoch / erm_epoch)
 
     # Floor: one plain forward+backward on an adversarial-size batch, same module, same device.
+    # Lightning's teardown moved the module back to the CPU after fit: put it on the training device again.
+    floor_module.to(torch.device(device))
     task = make_task(floor_module)
     floor_cal._task = task
     batch = next(iter(train_loader))

@@ -1,17 +1,80 @@
 #!/usr/bin/env bash
-# One prepared script for a lent GPU machine (run from the repository root; results under $OUT):
-# installs the package into the machine's Python (its own CUDA torch), runs the CUDA tests and the hook benchmark.
-#   OUT=/some/dir bash benchmarks/gpu_check.sh
+# The one prepared script for a lent GPU machine (15 minutes of device time in all, start included).
+# Run from the repository root; everything it measures lands under $OUT:
+#   OUT=/some/dir MATGL_CAL_DATA=<data dir> MATGL_CAL_MODELS=<models dir> bash benchmarks/gpu_check.sh
+# Stages (each with its own time limit, the whole under GPU_CHECK_SECONDS, default 540 s):
+#   1. packages: wheels from .whl/ when the machine has no package index (see docs/benchmarks.md), else pip -e .
+#   2. the CUDA tests (tests/test_cuda.py);
+#   3. the hook benchmark on CUDA (CAL/ERM epoch time, adversarial step vs floor, cost-update memory);
+#   4. the main job (examples/finetune_wbm.py: the universal potential fine-tuned on WBM) on CUDA;
+#   5. the GPU slice of the OOD benchmark (benchmarks/configs/dielectric_gpu_slice.toml), records tarred to $OUT.
+# The graphs of stage 5 are converted in the background (CPU) while stages 2-4 use the GPU.
 set -uo pipefail
 OUT="${OUT:-/tmp/matgl_cal_gpu}"
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-python -m pip install -q -e ".[test]" > "$OUT/install.log" 2>&1
-python -c "import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0))" >> "$OUT/gpu.txt" 2>&1
-OMP_NUM_THREADS=4 python -m pytest -q -m cuda tests/test_cuda.py > "$OUT/cuda_tests.txt" 2>&1
-# The hook benchmark needs the shared data; set MATGL_CAL_DATA where it is carried (e.g. a copied subset).
-if [ -n "${MATGL_CAL_DATA:-}" ]; then
-  python benchmarks/bench_hook.py --device cuda --epochs 5 --n-property 512 --n-potential 128 \
-    --json "$OUT/bench_hook_cuda.json" > "$OUT/bench_hook_cuda.txt" 2>&1
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
+export MATGL_CAL_CACHE="${MATGL_CAL_CACHE:-/tmp/matgl_cal_cache}"
+DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
+log() { echo "[$(date +%T) +${SECONDS}s] $*" | tee -a "$OUT/stages.txt"; }
+left() { echo $((DEADLINE - SECONDS)); }
+
+log "1. packages"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/stages.txt" 2>&1
+if [ -d .whl ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >/tmp/install.txt 2>&1 || { log "wheel install failed"; tail -n 20 /tmp/install.txt; exit 1; }
+  export PYTHONPATH="/tmp/site:$PWD"
+else
+  "$PY" -m pip install -q -e ".[test]" >/tmp/install.txt 2>&1 || { log "pip install failed"; exit 1; }
 fi
-tail -n 3 "$OUT"/*.txt
+"$PY" -c "import torch, matgl, matgl_cal, pymatgen.core, ase; print('torch', torch.__version__, 'matgl', matgl.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))" \
+  >>"$OUT/stages.txt" 2>&1 || { log "import failed"; exit 1; }
+
+SLICE=benchmarks/configs/dielectric_gpu_slice.toml
+if [ -n "${MATGL_CAL_DATA:-}" ]; then
+  "$PY" - "$SLICE" >/tmp/slice_graphs.txt 2>&1 <<'PY' &
+import sys, time
+import numpy as np
+from matgl_cal.benchmark import load_config
+from matgl_cal.benchmark._runner import _Data
+t = time.perf_counter()
+cfg = load_config(sys.argv[1])
+data = _Data(cfg)
+parts = [a for s in cfg.splits for k in data.fold_keys(s) for a in data.indices(s, k).values()]
+data.graphs(np.concatenate(parts))
+print(f"converted and cached the slice's graphs in {time.perf_counter() - t:.1f} s")
+PY
+  GRAPHS_PID=$!
+fi
+
+log "2. CUDA tests"
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py >"$OUT/cuda_tests.txt" 2>&1
+log "   pytest exit $?: $(tail -n 1 "$OUT/cuda_tests.txt")"
+
+if [ -z "${MATGL_CAL_DATA:-}" ]; then log "MATGL_CAL_DATA unset: stages 3-5 need the shared data"; exit 0; fi
+
+log "3. hook benchmark"
+timeout 130 "$PY" benchmarks/bench_hook.py --device cuda --epochs 5 --n-property 512 --n-potential 128 \
+  --json "$OUT/bench_hook_cuda.json" >"$OUT/bench_hook_cuda.txt" 2>&1
+log "   exit $?"
+
+log "4. main job on CUDA"
+timeout 120 "$PY" examples/finetune_wbm.py >"$OUT/main_job_cuda.txt" 2>&1
+log "   exit $?: $(grep -iE 'held-out|drift|took' "$OUT/main_job_cuda.txt" | tr '\n' ' ' | cut -c1-300)"
+
+wait "$GRAPHS_PID"
+log "5. OOD slice (graph conversion exit $?: $(tail -n 1 /tmp/slice_graphs.txt))"
+LIMIT=$(left); [ "$LIMIT" -lt 30 ] && LIMIT=30
+timeout "$LIMIT" "$PY" - "$SLICE" >"$OUT/slice.txt" 2>&1 <<'PY'
+import json, logging, sys
+from matgl_cal.benchmark import load_config, run_benchmark
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+for p in run_benchmark(load_config(sys.argv[1])):
+    if p.exists():
+        r = json.loads(p.read_text())
+        print(p.name, "test MAE", round(r["metrics"]["test"]["mae"], 4), "wall s", round(r["wall_seconds"], 1), r["device"])
+PY
+log "   exit $?: $(grep 'test MAE' "$OUT/slice.txt" | tr '\n' ' ')"
+tar czf "$OUT/slice_records.tgz" benchmarks/results/dielectric_gpu_slice 2>/dev/null
+log "done"

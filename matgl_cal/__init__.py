@@ -12,7 +12,7 @@ The public API:
 from __future__ import annotations
 
 from matgl_cal.callback import CAL, AdversarialAugmentation
-from matgl_cal.calculators import CommitteeCalculator, potential_calculator
+from matgl_cal.calculators import CommitteeCalculator, potential_calculator, resolve_device
 from matgl_cal.costs import CostState, cost_gradient_direction, stratified_risk
 from matgl_cal.finetune import FinetuneResult, evaluate, finetune_adversarial, rattled
 from matgl_cal.labelled import LabelledData, read_labelled
@@ -57,6 +57,7 @@ __all__ = [
     "rattled",
     "read_labelled",
     "register_space",
+    "resolve_device",
     "stratified_risk",
     "train_model",
 ]

@@ -5,6 +5,10 @@ xx, yy, zz, yz, xz, xy). MatGL's ``Potential`` returns stress in GPa with the *s
 ASE (tensile-positive, ``(1/V) dE/d(strain)``), so the conversion is a division by
 160.21766 and no sign flip. ``matgl.ext.ase.PESCalculator`` defaults to GPa; the functions here
 always ask it for eV/A^3.
+
+Both take ``device=`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` or a ``torch.device``) to
+run the potential there: MatGL's ``Potential`` moves each input graph to the device its
+parameters live on, so graph construction stays on the CPU and only the network runs on the GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +29,34 @@ if TYPE_CHECKING:
     from matgl.apps.pes import Potential
     from matgl.ext.ase import PESCalculator
 
-__all__ = ["CommitteeCalculator", "potential_calculator"]
+__all__ = ["CommitteeCalculator", "potential_calculator", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"``/``"gpu"`` or a ``torch.device`` into a usable device.
+
+    ``"auto"`` is the first CUDA GPU when one is visible, else the CPU.
+
+    Raises:
+        ValueError: ``device`` is not a device name, or names a CUDA device this machine does not have.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "gpu":
+        device = "cuda"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device; got {device!r}."
+        ) from err
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= count:
+            raise ValueError(f"`device` is {device!r} but this machine has {count} CUDA device(s).")
+    elif resolved.type != "cpu":
+        raise ValueError(f"`device` must be a CPU or CUDA device; got {device!r}.")
+    return resolved
 
 
 def potential_calculator(
@@ -33,16 +64,20 @@ def potential_calculator(
     *,
     state_attr: torch.Tensor | None = None,
     use_voigt: bool = True,
+    device: str | torch.device | None = None,
 ) -> PESCalculator:
     """Wrap a MatGL ``Potential`` in MatGL's ASE calculator with ASE units.
 
     The potential is switched to eval mode in place (inference: no double-backward graph, no
-    dropout); call ``.train()`` yourself before training it further.
+    dropout); call ``.train()`` yourself before training it further. With ``device`` it is also
+    moved there in place.
 
     Args:
         potential: A ``matgl.apps.pes.Potential``.
         state_attr: Optional global state features passed to every evaluation.
         use_voigt: Return stress as a Voigt 6-vector (ASE's usual form) instead of 3x3.
+        device: Where the network runs (``"cpu"``, ``"cuda"``, ``"auto"``, ...); ``None`` leaves
+            the potential where it is.
 
     Returns:
         A ``matgl.ext.ase.PESCalculator`` with ``stress_unit="eV/A3"``: energy (eV), forces (eV/A)
@@ -50,6 +85,7 @@ def potential_calculator(
 
     Raises:
         TypeError: ``potential`` is not a MatGL ``Potential``.
+        ValueError: ``device`` is not a usable device.
     """
     from matgl.ext.ase import PESCalculator
 
@@ -58,6 +94,8 @@ def potential_calculator(
             f"`potential` must be a matgl.apps.pes.Potential (a property model has no forces); "
             f"got {type(potential).__name__}."
         )
+    if device is not None:
+        potential.to(resolve_device(device))
     potential.eval()
     return PESCalculator(potential, state_attr=state_attr, stress_unit="eV/A3", use_voigt=use_voigt)
 
@@ -72,12 +110,14 @@ class CommitteeCalculator(Calculator):
     ((M,), eV) and ``forces_comm`` ((M, n_atoms, 3), eV/A). Members sharing ``element_types``
     and ``cutoff`` are evaluated on one graph conversion.
 
-    The members are switched to eval mode in place.
+    The members are switched to eval mode in place (and moved to ``device`` in place when given).
 
     Args:
         potentials: Two or more (one is allowed but gives zero variance) MatGL ``Potential``s.
         state_attr: Optional global state features passed to every member.
         compute_stress: Compute stress; default: when every member has ``calc_stresses``.
+        device: Where the members run (``"cpu"``, ``"cuda"``, ``"auto"``, ...); ``None`` leaves
+            each where it is.
     """
 
     implemented_properties: ClassVar[list[str]] = [  # type: ignore[misc]
@@ -98,6 +138,7 @@ class CommitteeCalculator(Calculator):
         *,
         state_attr: torch.Tensor | None = None,
         compute_stress: bool | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         """Store the members and prepare one graph converter per (element_types, cutoff)."""
         from matgl.ext.ase import Atoms2Graph
@@ -126,6 +167,10 @@ class CommitteeCalculator(Calculator):
             raise ValueError(
                 f"Every member of `potentials` must compute forces; members {missing} have calc_forces=False."
             )
+        if device is not None:
+            target = resolve_device(device)
+            for p in potentials:
+                p.to(target)
         self.potentials = potentials
         self.state_attr = state_attr
         self.compute_stress = bool(compute_stress)

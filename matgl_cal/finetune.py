@@ -70,20 +70,29 @@ class FinetuneResult:
     output_dir: Path | None = None
     _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def calculator(self) -> Any:
+    def calculator(self, device: str | torch.device | None = None) -> Any:
         """An ASE calculator: energies (eV), forces (eV/A), stress (eV/A^3).
 
         With one member a ``matgl.ext.ase.PESCalculator``; with several a
         :class:`matgl_cal.calculators.CommitteeCalculator` that adds ``energy_var``, ``forces_var``
         and ``stress_var`` to its results.
+
+        Args:
+            device: Where the network runs for MD/relaxations (``"cuda"``, ``"auto"``, ...). On a
+                device other than the CPU the calculator holds copies, so ``result.model`` stays
+                on the CPU and ``result.model.save(dir)`` keeps working. ``None``: the CPU model itself.
         """
-        from matgl_cal.calculators import CommitteeCalculator, potential_calculator
+        from matgl_cal.calculators import CommitteeCalculator, potential_calculator, resolve_device
 
         if not is_potential(self.model):
             raise TypeError("calculator() needs a potential; this result holds a property model")
-        if len(self.members) > 1:
-            return CommitteeCalculator(self.members)
-        return potential_calculator(self.model)
+        target = resolve_device(device) if device is not None else None
+        members = self.members if len(self.members) > 1 else [self.model]
+        if target is not None and target.type != "cpu":
+            members = [clone_model(m) for m in members]
+        if len(members) > 1:
+            return CommitteeCalculator(members, device=target)
+        return potential_calculator(members[0], device=target)
 
 
 def rattled(structures: Sequence[Structure], *, amplitude: float = 0.05, seed: int = 0) -> list[Structure]:

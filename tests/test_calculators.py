@@ -16,7 +16,7 @@ from ase.optimize import BFGS
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from builders import tiny_m3gnet
-from matgl_cal.calculators import CommitteeCalculator, potential_calculator
+from matgl_cal.calculators import CommitteeCalculator, potential_calculator, resolve_device
 from matgl_cal.labelled import EV_PER_A3_TO_GPA
 
 ELEMENTS = ("Cu", "Ni", "Al")
@@ -134,6 +134,27 @@ def test_committee_errors() -> None:
     with pytest.raises(ValueError, match="`compute_stress=True` needs every member"):
         CommitteeCalculator([pot, no_stress], compute_stress=True)
     assert CommitteeCalculator([pot, no_stress]).compute_stress is False
+
+
+def test_resolve_device_and_device_argument() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match=r"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device; got 'gpux'"):
+        resolve_device("gpux")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ValueError, match=rf"`device` is 'cuda:{n}' but this machine has {n} CUDA device"):
+        resolve_device(f"cuda:{n}")
+    with pytest.raises(ValueError, match="`device` must be a CPU or CUDA device; got 'meta'"):
+        resolve_device("meta")
+    # device="cpu" gives the same numbers as no device; a bad device fails before anything is moved
+    atoms = cell()
+    atoms.calc = potential_calculator(tiny_potential(), device="cpu")
+    ref = cell()
+    ref.calc = potential_calculator(tiny_potential())
+    assert atoms.get_potential_energy() == pytest.approx(ref.get_potential_energy(), rel=1e-7)
+    with pytest.raises(ValueError, match="`device`"):
+        CommitteeCalculator([tiny_potential()], device="gpux")
 
 
 @pytest.mark.shared
