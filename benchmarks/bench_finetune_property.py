@@ -106,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                     spec = METHODS[method]
                     if (method, fold, seed, n) in done:
                         continue
-                    extra = {}
+                    # every anti-forgetting option explicitly off unless the method asks for it
+                    extra = {"l2sp": 0.0, "wise_ft": False, "max_source_increase": None}
                     if spec.get("af"):
-                        extra = {"source": labelled(train_ids), "replay_ratio": 1.0, "l2sp": 10.0}
+                        extra.update(source=labelled(train_ids), replay_ratio=1.0, l2sp=10.0)
                     if spec.get("bound"):
                         extra.update(wise_ft=True, max_source_increase=args.max_source_increase)
                     t1 = time.perf_counter()

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = matgl_cal.finetune_adversarial(
         "M3GNet-PES-MatPES-PBE-2025.2", target, models_dir=args.models_dir, epochs=args.epochs, batch_size=4,
-        n_models=2, l2sp=10.0, val_fraction=0.0, progress=False,
+        n_models=2, l2sp=10.0, val_fraction=0.0, wise_ft=False, progress=False,  # members free to differ
     )
     atoms = AseAtomsAdaptor.get_atoms(structures[-1])
     atoms.calc = result.calculator()  # CommitteeCalculator: mean energy/forces/stress + variances

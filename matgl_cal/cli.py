@@ -125,6 +125,16 @@ def _add_train(subparsers: Any) -> None:
     p.set_defaults(func=_run_train)
 
 
+def _bound(value: str) -> Any:
+    """Parse ``--max-force-drift`` / ``--max-source-increase``: ``auto``, ``none`` or a number."""
+    if value.lower() in ("auto", "none"):
+        return value.lower() if value.lower() == "auto" else None
+    try:
+        return float(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or a number; got {value!r}") from err
+
+
 def _devices(value: str) -> Any:
     """Parse ``--devices``: ``auto``, a count, or comma-separated device indices."""
     if value == "auto":
@@ -227,17 +237,18 @@ def _add_finetune(subparsers: Any) -> None:
     p.add_argument("--energy-offset", default="ridge", choices=["ridge", "median", "none"],
                    help="cheap correction applied before fine-tuning (potentials)")
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replayed samples per target sample")
-    p.add_argument("--l2sp", type=float, default=0.0, help="L2-SP strength toward the starting weights")
+    p.add_argument("--l2sp", type=float, default=10.0, help="L2-SP strength toward the starting weights; 0 = off")
     p.add_argument("--anchor-forces", type=float, default=0.0,
                    help="energy-only targets: weight of a loss keeping forces at the pretrained model's own "
                    "(low force drift; costs force autograd); 0 = off")
-    p.add_argument("--wise-ft", action="store_true", help="WiSE-FT interpolation chosen on held-out target data")
-    p.add_argument("--max-force-drift", type=float, default=None,
+    p.add_argument("--wise-ft", action=argparse.BooleanOptionalAction, default=True,
+                   help="WiSE-FT interpolation chosen on held-out target data (default: on)")
+    p.add_argument("--max-force-drift", type=_bound, default="auto", metavar="EV_PER_A|auto|none",
                    help="with --wise-ft (potentials): largest force drift (eV/A) from the pretrained model's forces on "
-                   "the --distill (else source, else target) structures that WiSE-FT may accept")
-    p.add_argument("--max-source-increase", type=float, default=None,
+                   "the --distill (else source, else target) structures that WiSE-FT may accept (auto: 0.02)")
+    p.add_argument("--max-source-increase", type=_bound, default="auto", metavar="FRACTION|auto|none",
                    help="with --wise-ft and --source: largest relative error increase (0.05 = 5%%) on the source "
-                   "structures not drawn for replay that WiSE-FT may accept")
+                   "structures not drawn for replay that WiSE-FT may accept (auto: 0.05 when --source is given)")
     p.add_argument("--freeze", nargs="*", default=None, help="parameter-name prefixes of the model to freeze")
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--n-models", type=int, default=1, help="committee size (members differ by seed)")

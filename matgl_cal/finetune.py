@@ -268,10 +268,10 @@ def finetune_adversarial(
     replay_ratio: float = 1.0,
     distill: Sequence[Structure] | None = None,
     anchor_forces: float = 0.0,
-    l2sp: float = 0.0,
-    wise_ft: bool = False,
-    max_force_drift: float | None = None,
-    max_source_increase: float | None = None,
+    l2sp: float = 10.0,
+    wise_ft: bool = True,
+    max_force_drift: float | str | None = "auto",
+    max_source_increase: float | str | None = "auto",
     freeze: Sequence[str] | None = None,
     val_fraction: float = 0.25,
     early_stopping_patience: int | None = 10,
@@ -320,19 +320,22 @@ def finetune_adversarial(
             structure. Energies are then corrected while forces stay near the pretrained ones (low force
             drift), at the price of force autograd in every step. 0 disables it (no force graph at all).
         l2sp: Strength of the L2-SP penalty ``l2sp * ||theta - theta_0||^2`` toward the starting weights,
-            applied as a proximal step after every optimiser step (robust to Adam's scaling).
-        wise_ft: WiSE-FT: interpolate ``theta_0 + a (theta - theta_0)``, ``a`` chosen on the validation part.
+            applied as a proximal step after every optimiser step (robust to Adam's scaling). 0 disables it.
+        wise_ft: WiSE-FT: interpolate ``theta_0 + a (theta - theta_0)``, ``a`` chosen on the validation part
+            (the largest coefficient the bounds admit when there is no validation part).
         max_force_drift: Potentials with ``wise_ft``: the largest force drift (eV/A) allowed, measured as the
             force MAE against the pretrained model's own forces on probe structures (``distill`` if given,
             else the source structures, else the target structures). WiSE-FT then only considers mixing
             coefficients below the first one that exceeds it (``a = 0`` is the pretrained network, drift 0, so
             one always qualifies) and picks the best of those on the validation part (the largest one when there
             is none). The result's ``force_drift`` reports the final model's drift on the probe. None: no limit.
+            ``"auto"`` (default): 0.02 eV/A for potentials with ``wise_ft``, else None.
         max_source_increase: With ``wise_ft`` and labelled ``source`` data: the largest relative increase of the
             error (energy MAE per atom for potentials, MAE for property models) on the source structures that
             were *not* drawn for replay (all of them when replay used every one), over the pretrained model's
             error there, that WiSE-FT may accept (0.05 = 5 %). Searched like ``max_force_drift``; both may be
             combined. The result's ``source_increase`` reports the final model's value. None: no limit.
+            ``"auto"`` (default): 0.05 when ``wise_ft`` and ``source`` are given, else None.
         freeze: Parameter-name prefixes (of the bare model, e.g. ``"embedding"``) kept frozen.
         val_fraction: Share of the target held out for early stopping / WiSE-FT (0 disables both).
         early_stopping_patience: Epochs without validation improvement before stopping (None: never).
@@ -406,6 +409,8 @@ def finetune_adversarial(
         val_data = None if val_data is None else _anchored(pretrained, val_data)
         src = None if src is None else _anchored(pretrained, src)
         force_weight = anchor_forces
+    max_force_drift, max_source_increase = _resolve_bounds(
+        max_force_drift, max_source_increase, wise_ft=wise_ft, potential=potential, has_source=src is not None)
     if max_force_drift is not None and not potential:
         raise ValueError(f"max_force_drift applies to potentials only, got max_force_drift={max_force_drift} for a "
                          f"{type(pretrained).__name__} property model; leave it None")
@@ -685,6 +690,22 @@ def _check_data(data: LabelledData, model: Any, potential: bool, name: str) -> N
     check_elements(data, tuple(bare.element_types))
 
 
+AUTO_FORCE_DRIFT = 0.02
+"""eV/A: the force drift bound ``max_force_drift="auto"`` gives potentials (the issue's retention target)."""
+AUTO_SOURCE_INCREASE = 0.05
+"""The relative source-error bound ``max_source_increase="auto"`` gives runs with ``source`` data."""
+
+
+def _resolve_bounds(max_force_drift: Any, max_source_increase: Any, *, wise_ft: bool, potential: bool,
+                    has_source: bool) -> tuple[float | None, float | None]:
+    """Turn ``"auto"`` bounds into numbers (or None where they do not apply); explicit values pass through."""
+    if isinstance(max_force_drift, str):
+        max_force_drift = AUTO_FORCE_DRIFT if wise_ft and potential else None
+    if isinstance(max_source_increase, str):
+        max_source_increase = AUTO_SOURCE_INCREASE if wise_ft and has_source else None
+    return max_force_drift, max_source_increase
+
+
 def _check_settings(**kw: Any) -> None:
     def positive_int(name: str) -> None:
         v = kw[name]
@@ -699,18 +720,17 @@ def _check_settings(**kw: Any) -> None:
         v = kw[name]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    drift = kw["max_force_drift"]
-    if drift is not None:
-        if isinstance(drift, bool) or not (isinstance(drift, (int, float)) and math.isfinite(drift) and drift > 0):
-            raise ValueError(f"max_force_drift must be None or a finite number > 0 (eV/A), got {drift!r}")
+    if not isinstance(kw["wise_ft"], bool):
+        raise ValueError(f"wise_ft must be True or False, got {kw['wise_ft']!r}")
+    for name, what, strict in (("max_force_drift", "a finite number > 0 (eV/A)", True),
+                               ("max_source_increase", "a finite fraction >= 0 (0.05 = 5 %)", False)):
+        v = kw[name]
+        if v is None or (isinstance(v, str) and v == "auto"):
+            continue
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not strict and v == 0)):
+            raise ValueError(f"{name} must be 'auto', None or {what}, got {v!r}")
         if not kw["wise_ft"]:
-            raise ValueError(f"max_force_drift={drift} limits WiSE-FT's mixing coefficient; set wise_ft=True")
-    rise = kw["max_source_increase"]
-    if rise is not None:
-        if isinstance(rise, bool) or not (isinstance(rise, (int, float)) and math.isfinite(rise) and rise >= 0):
-            raise ValueError(f"max_source_increase must be None or a finite fraction >= 0 (0.05 = 5 %), got {rise!r}")
-        if not kw["wise_ft"]:
-            raise ValueError(f"max_source_increase={rise} limits WiSE-FT's mixing coefficient; set wise_ft=True")
+            raise ValueError(f"{name}={v} limits WiSE-FT's mixing coefficient; set wise_ft=True")
     if not (0 <= kw["val_fraction"] < 1):
         raise ValueError(f"val_fraction must lie in [0, 1), got {kw['val_fraction']!r}")
     if kw["energy_offset"] not in ENERGY_OFFSETS:

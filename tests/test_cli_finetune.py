@@ -99,3 +99,17 @@ def test_finetune_max_force_drift_is_reported(files, capsys):
     summary = json.loads((out / "result.json").read_text())
     assert summary["settings"]["max_force_drift"] == 1e-9 and summary["wise_alpha"] == 0.0
     assert summary["force_drift"] == pytest.approx(0.0, abs=1e-6) and summary["source_increase"] is None
+
+
+def test_finetune_default_bounds_and_switching_them_off(files, capsys):
+    common = ["finetune", "--model", str(files / "pot"), "--target", str(files / "target.extxyz"), "--epochs", "1",
+              "--batch-size", "2", "--energy-offset", "none", "--no-progress"]
+    assert main([*common, "--out", str(files / "d")]) == 0, capsys.readouterr().err
+    settings = json.loads((files / "d" / "result.json").read_text())["settings"]
+    assert (settings["l2sp"], settings["wise_ft"], settings["max_force_drift"]) == (10.0, True, 0.02)
+    assert main([*common, "--out", str(files / "off"), "--no-wise-ft", "--l2sp", "0",
+                 "--max-force-drift", "none"]) == 0, capsys.readouterr().err
+    settings = json.loads((files / "off" / "result.json").read_text())["settings"]
+    assert (settings["l2sp"], settings["wise_ft"], settings["max_force_drift"]) == (0.0, False, None)
+    assert main([*common, "--out", str(files / "bad"), "--max-force-drift", "lots"]) == 2
+    assert "expected 'auto', 'none' or a number; got 'lots'" in capsys.readouterr().err

@@ -126,7 +126,9 @@ def test_energy_only_target_never_builds_force_graphs(tiny_potential, monkeypatc
     monkeypatch.setattr(Potential, "forward", no_forces)
     with monkeypatch.context() as m:
         m.setattr("matgl_cal.finetune.evaluate", lambda *a, **k: {})
-        finetune_adversarial(pot, data, adversarial=True, **{**FAST, "val_fraction": 0.0})
+        # the default drift bound evaluates forces after training (WiSE-FT's probe), so it is off here:
+        # this checks that training itself never builds a force graph
+        finetune_adversarial(pot, data, adversarial=True, **{**FAST, "val_fraction": 0.0, "max_force_drift": None})
     assert result_holder["used"]
 
 
@@ -390,7 +392,7 @@ def test_max_force_drift_bounds_the_wise_ft_choice(tiny_potential):
     probe = rattled(read_labelled(emt_atoms(4, seed=7)).structures, seed=1)
     settings = {**FAST, "epochs": 6, "lr": 1e-2, "val_fraction": 0.0, "wise_ft": True, "distill": probe,
                 "replay_ratio": 0.0}
-    free = finetune_adversarial(pot, target, adversarial=False, **settings)
+    free = finetune_adversarial(pot, target, adversarial=False, max_force_drift=None, **settings)
     # Without validation data WiSE-FT keeps the fine-tuned weights unless a drift limit applies.
     assert free.wise_alpha == 1.0 and free.force_drift is None
     drift_free = evaluate(free.model, LabelledData(structures=probe, energies=np.zeros(4)), reference=pot)["force_mae"]
@@ -431,10 +433,15 @@ def test_max_force_drift_loose_limit_changes_nothing(tiny_potential):
 
 def test_max_force_drift_bad_use(tiny_potential):
     pot, _ = tiny_potential
-    with pytest.raises(ValueError, match="max_force_drift must be None or a finite number > 0 \\(eV/A\\), got -0.1"):
+    with pytest.raises(ValueError,
+                       match=r"max_force_drift must be 'auto', None or a finite number > 0 \(eV/A\), got -0.1"):
         finetune_adversarial(pot, emt_atoms(6), wise_ft=True, max_force_drift=-0.1, **FAST)
+    with pytest.raises(ValueError, match="max_force_drift must be 'auto', None or .*got '0.02'"):
+        finetune_adversarial(pot, emt_atoms(6), max_force_drift="0.02", **FAST)
     with pytest.raises(ValueError, match="max_force_drift=0.02 limits WiSE-FT's mixing coefficient; set wise_ft=True"):
-        finetune_adversarial(pot, emt_atoms(6), max_force_drift=0.02, **FAST)
+        finetune_adversarial(pot, emt_atoms(6), wise_ft=False, max_force_drift=0.02, **FAST)
+    with pytest.raises(ValueError, match="wise_ft must be True or False, got 'yes'"):
+        finetune_adversarial(pot, emt_atoms(6), wise_ft="yes", **FAST)
     structures, targets = b.property_structures(6)
     with pytest.raises(ValueError, match="max_force_drift applies to potentials only"):
         finetune_adversarial(b.tiny_model("M3GNet"), LabelledData(structures=structures, targets=targets),
@@ -463,7 +470,7 @@ def _property_pretrained_and_target():
 def test_max_source_increase_bounds_the_source_error(tmp_path):
     model, source, target = _property_pretrained_and_target()
     settings = {**FAST, "epochs": 4, "lr": 1e-2, "val_fraction": 0.0, "wise_ft": True, "replay_ratio": 0.5}
-    free = finetune_adversarial(model, target, source=source, adversarial=False, **settings)
+    free = finetune_adversarial(model, target, source=source, adversarial=False, max_source_increase=None, **settings)
     assert free.wise_alpha == 1.0 and free.source_increase is None
     # The 12 source structures not replayed (16 - 0.5 * 8) are the held-out probe.
     from matgl_cal.finetune import _replay_data as replay_of
@@ -488,7 +495,25 @@ def test_max_source_increase_bad_use(tiny_potential):
     model, source, target = _property_pretrained_and_target()
     with pytest.raises(ValueError, match="max_source_increase=0.05 is measured on labelled source data"):
         finetune_adversarial(model, target, wise_ft=True, max_source_increase=0.05, **FAST)
-    with pytest.raises(ValueError, match=r"max_source_increase must be None or a finite fraction >= 0 \(0.05 = 5 %\)"):
+    with pytest.raises(ValueError, match=r"max_source_increase must be 'auto', None or a finite fraction >= 0 \(0.05 = 5 %\)"):
         finetune_adversarial(model, target, source=source, wise_ft=True, max_source_increase=float("nan"), **FAST)
     with pytest.raises(ValueError, match="max_source_increase=0.05 limits WiSE-FT's mixing coefficient"):
-        finetune_adversarial(model, target, source=source, max_source_increase=0.05, **FAST)
+        finetune_adversarial(model, target, source=source, wise_ft=False, max_source_increase=0.05, **FAST)
+
+
+def test_defaults_bound_the_forgetting(tiny_potential):
+    """Defaults: L2-SP 10 and WiSE-FT, with a 0.02 eV/A drift bound (potentials) and a 5 % source bound (with source)."""
+    pot, _ = tiny_potential
+    target = _drifting_target()
+    tuned = finetune_adversarial(pot, target, adversarial=False, **{**FAST, "epochs": 4, "lr": 1e-2})
+    st = tuned.settings
+    assert (st["l2sp"], st["wise_ft"], st["max_force_drift"], st["max_source_increase"]) == (10.0, True, 0.02, None)
+    assert tuned.force_drift is not None and tuned.force_drift <= 0.02
+    plain = finetune_adversarial(pot, target, adversarial=False, wise_ft=False, **FAST)
+    assert plain.settings["max_force_drift"] is None and plain.force_drift is None and plain.wise_alpha == 1.0
+    model, source, ptarget = _property_pretrained_and_target()
+    prop = finetune_adversarial(model, ptarget, source=source, adversarial=False, **{**FAST, "lr": 1e-2})
+    assert prop.settings["max_force_drift"] is None and prop.settings["max_source_increase"] == 0.05
+    assert prop.source_increase is not None and prop.source_increase <= 0.05
+    alone = finetune_adversarial(model, ptarget, adversarial=False, **FAST)
+    assert alone.settings["max_source_increase"] is None and alone.source_increase is None
