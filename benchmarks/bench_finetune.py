@@ -19,7 +19,8 @@ Methods (same data, splits, seeds and budget for each):
   (WiSE-FT may only pick mixing coefficients whose force drift on the 60 distillation structures stays
   within it; the retention set is 30 other structures, so the bound is checked on data it never saw);
   cal+defaults: a bare ``finetune_adversarial(model, target)`` call, i.e. the library's defaults (L2-SP 10,
-  WiSE-FT, 0.02 eV/A drift bound probed on the target structures, no distillation) with the same budget.
+  WiSE-FT, 0.02 eV/A drift bound probed on the target structures rattled by 0.05 A, no distillation) with the
+  same budget.
 Every fine-tuning refits its energy offset on all n target structures after training (the baselines use all
 n too; the network itself sees the 75 % fit part, the other 25 % drive early stopping and WiSE-FT).
 

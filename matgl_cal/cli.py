@@ -245,7 +245,7 @@ def _add_finetune(subparsers: Any) -> None:
                    help="WiSE-FT interpolation chosen on held-out target data (default: on)")
     p.add_argument("--max-force-drift", type=_bound, default="auto", metavar="EV_PER_A|auto|none",
                    help="with --wise-ft (potentials): largest force drift (eV/A) from the pretrained model's forces on "
-                   "the --distill (else source, else target) structures that WiSE-FT may accept (auto: 0.02)")
+                   "the --distill (else source, else rattled target) structures that WiSE-FT may accept (auto: 0.02)")
     p.add_argument("--max-source-increase", type=_bound, default="auto", metavar="FRACTION|auto|none",
                    help="with --wise-ft and --source: largest relative error increase (0.05 = 5%%) on the source "
                    "structures not drawn for replay that WiSE-FT may accept (auto: 0.05 when --source is given)")

@@ -325,7 +325,8 @@ def finetune_adversarial(
             (the largest coefficient the bounds admit when there is no validation part).
         max_force_drift: Potentials with ``wise_ft``: the largest force drift (eV/A) allowed, measured as the
             force MAE against the pretrained model's own forces on probe structures (``distill`` if given,
-            else the source structures, else the target structures). WiSE-FT then only considers mixing
+            else the source structures, else copies of the target structures rattled by 0.05 A: relaxed
+            targets have near-zero forces, which would hide the drift that matters in MD). WiSE-FT then only considers mixing
             coefficients below the first one that exceeds it (``a = 0`` is the pretrained network, drift 0, so
             one always qualifies) and picks the best of those on the validation part (the largest one when there
             is none). The result's ``force_drift`` reports the final model's drift on the probe. None: no limit.
@@ -420,7 +421,7 @@ def finetune_adversarial(
     replay, unreplayed = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
     drift_guard = source_guard = None
     if max_force_drift is not None:
-        probe_structures = list(distill) if distill is not None else (src if src is not None else data).structures
+        probe_structures = _drift_probe_structures(distill, src, data, seed)
         energies, forces = predict_potential(pretrained, probe_structures, forces=True)
         drift_guard = _DriftProbe(LabelledData(structures=probe_structures, energies=energies, forces=forces),
                                   max_force_drift)
@@ -688,6 +689,20 @@ def _check_data(data: LabelledData, model: Any, potential: bool, name: str) -> N
         )
     bare = model.model if potential else model
     check_elements(data, tuple(bare.element_types))
+
+
+def _drift_probe_structures(distill: Sequence[Structure] | None, src: LabelledData | None, data: LabelledData,
+                            seed: int) -> list[Structure]:
+    """Structures the force-drift bound is checked on: ``distill``, else the source, else rattled targets.
+
+    Target structures are often relaxed (WBM, MP), where both models predict forces near zero; rattling them by
+    0.05 A gives configurations like those an MD run or a relaxation visits.
+    """
+    if distill is not None:
+        return list(distill)
+    if src is not None:
+        return list(src.structures)
+    return rattled(data.structures, amplitude=0.05, seed=seed)
 
 
 AUTO_FORCE_DRIFT = 0.02

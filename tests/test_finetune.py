@@ -410,7 +410,7 @@ def test_max_force_drift_tiny_limit_keeps_the_pretrained_forces(tiny_potential):
     target = _drifting_target()
     held = finetune_adversarial(pot, target, adversarial=True, wise_ft=True, max_force_drift=1e-9,
                                 **{**FAST, "epochs": 3, "lr": 1e-2})
-    # No coefficient above 0 qualifies, so the network is the pretrained one; the probe is the target itself.
+    # No coefficient above 0 qualifies, so the network is the pretrained one (the probe: the rattled targets).
     assert held.wise_alpha == 0.0 and held.force_drift == pytest.approx(0.0, abs=1e-6)
     from matgl_cal._predict import predict_potential
 
@@ -517,3 +517,20 @@ def test_defaults_bound_the_forgetting(tiny_potential):
     assert prop.source_increase is not None and prop.source_increase <= 0.05
     alone = finetune_adversarial(model, ptarget, adversarial=False, **FAST)
     assert alone.settings["max_source_increase"] is None and alone.source_increase is None
+
+
+def test_drift_probe_is_distill_else_source_else_rattled_targets():
+    from matgl_cal.finetune import _drift_probe_structures
+
+    data = energy_only(emt_atoms(3))
+    source = energy_only(emt_atoms(2, seed=4))
+    distill = source.structures[:1]
+    assert _drift_probe_structures(distill, source, data, 0) == distill
+    assert _drift_probe_structures(None, source, data, 0) == source.structures
+    probe = _drift_probe_structures(None, None, data, 0)
+    again = _drift_probe_structures(None, None, data, 0)
+    for p, a, s_ in zip(probe, again, data.structures, strict=True):
+        assert p.species == s_.species and np.allclose(p.cart_coords, a.cart_coords)  # same seed, same probe
+        frac = p.frac_coords - s_.frac_coords
+        shift = np.linalg.norm((frac - np.round(frac)) @ s_.lattice.matrix, axis=1)  # minimum image
+        assert 0 < shift.max() < 0.5  # displaced, by about 0.05 A per axis
