@@ -8,7 +8,9 @@ fold's validation part (source domain) relative to the pretrained model.
 Methods: zero_shot (the pretrained model); finetune / cal (conventional / targeted CAL); each also with
 anti-forgetting ("+af": replay of the fold's training structures, ratio 1, and L2-SP); "+af+bound" adds WiSE-FT
 with ``max_source_increase=--max-source-increase`` (checked on the training structures not drawn for replay;
-the reported source change is measured on the fold's validation part, which fine-tuning never sees).
+the reported source change is measured on the fold's validation part, which fine-tuning never sees);
+"cal+defaults" is a bare call with the training structures as ``source``: the library's defaults (replay ratio 1,
+L2-SP 10, WiSE-FT, ``max_source_increase="auto"`` = 0.05).
 
 Run: ``python benchmarks/bench_finetune_property.py --json out.json``; prints a markdown table.
 """
@@ -35,6 +37,7 @@ METHODS = {
     "cal+af": {"adversarial": True, "af": True},
     "finetune+af+bound": {"adversarial": False, "af": True, "bound": True},
     "cal+af+bound": {"adversarial": True, "af": True, "bound": True},
+    "cal+defaults": {"adversarial": True, "library_defaults": True},
 }
 
 
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                         extra.update(source=labelled(train_ids), replay_ratio=1.0, l2sp=10.0)
                     if spec.get("bound"):
                         extra.update(wise_ft=True, max_source_increase=args.max_source_increase)
+                    if spec.get("library_defaults"):  # a bare call with source data: the library's defaults
+                        extra = {"source": labelled(train_ids)}
                     t1 = time.perf_counter()
                     res = finetune_adversarial(pre.model, target, adversarial=spec["adversarial"], epochs=args.epochs,
                                                batch_size=16, lr=1e-3, val_fraction=0.25, early_stopping_patience=5,
