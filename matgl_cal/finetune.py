@@ -418,13 +418,16 @@ def finetune_adversarial(
     if max_source_increase is not None and src is None:
         raise ValueError(f"max_source_increase={max_source_increase} is measured on labelled source data; "
                          "give source=... or leave it None")
-    replay, unreplayed = _replay_data(pretrained, potential, fit_data, src, distill, replay_ratio, rng)
+    distill_labels = None  # the pretrained model's forces on `distill`, predicted once for replay and the bound
+    if potential and distill is not None and (max_force_drift is not None or fit_data.forces is not None):
+        distill_labels = _pretrained_labels(pretrained, list(distill))
+    replay, unreplayed = _replay_data(pretrained, potential, fit_data, src,
+                                      distill if distill_labels is None else distill_labels, replay_ratio, rng)
     drift_guard = source_guard = None
     if max_force_drift is not None:
-        probe_structures = _drift_probe_structures(distill, src, data, seed)
-        energies, forces = predict_potential(pretrained, probe_structures, forces=True)
-        drift_guard = _DriftProbe(LabelledData(structures=probe_structures, energies=energies, forces=forces),
-                                  max_force_drift)
+        probe = distill_labels if distill_labels is not None else _pretrained_labels(
+            pretrained, _drift_probe_structures(distill, src, data, seed))
+        drift_guard = _DriftProbe(probe, max_force_drift)
     if max_source_increase is not None:
         held_source = src.subset(unreplayed) if unreplayed is not None and len(unreplayed) else src
         if held_source is src and replay is not None:
@@ -620,14 +623,19 @@ def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None,
 
 def _replay_data(
     pretrained: Any, potential: bool, fit: LabelledData, source: LabelledData | None,
-    distill: Sequence[Structure] | None, ratio: float, rng: np.random.Generator,
+    distill: Sequence[Structure] | LabelledData | None, ratio: float, rng: np.random.Generator,
 ) -> tuple[LabelledData | None, np.ndarray | None]:
-    """Replayed samples, and the indices of the ``source`` samples not drawn (None without ``source``)."""
+    """Replayed samples, and the indices of the ``source`` samples not drawn (None without ``source``).
+
+    ``distill`` is either structures (labelled here by the pretrained model) or already-labelled ``LabelledData``.
+    """
     n = int(round(ratio * len(fit)))
     if n == 0 or (source is None and distill is None):
         return None, None if source is None else np.arange(len(source))
     if source is not None:
         pool = source
+    elif isinstance(distill, LabelledData):  # already labelled by the pretrained model
+        pool = distill
     else:
         structures = list(distill)  # type: ignore[arg-type]
         if not potential:
@@ -662,6 +670,12 @@ def _with_pretrained_refs(member: Any, pretrained: Any) -> Any:
     if pretrained.element_refs is not None:
         base = pretrained.element_refs.property_offset.detach().cpu().double().numpy()
     return _with_refs(member, base - refs)
+
+
+def _pretrained_labels(pretrained: Any, structures: list[Structure]) -> LabelledData:
+    """``structures`` labelled with the pretrained potential's own energies (eV) and forces (eV/A)."""
+    energies, forces = predict_potential(pretrained, structures, forces=True)
+    return LabelledData(structures=structures, energies=energies, forces=forces)
 
 
 def _anchored(pretrained: Any, data: LabelledData) -> LabelledData:

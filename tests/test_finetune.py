@@ -534,3 +534,24 @@ def test_drift_probe_is_distill_else_source_else_rattled_targets():
         frac = p.frac_coords - s_.frac_coords
         shift = np.linalg.norm((frac - np.round(frac)) @ s_.lattice.matrix, axis=1)  # minimum image
         assert 0 < shift.max() < 0.5  # displaced, by about 0.05 A per axis
+
+
+def test_distill_structures_are_labelled_once_for_replay_and_the_drift_bound(tiny_potential, monkeypatch):
+    import matgl_cal.finetune as ft
+
+    pot, _ = tiny_potential
+    distill = rattled(read_labelled(emt_atoms(4, seed=7)).structures, seed=1)
+    calls = []
+    original = ft.predict_potential
+
+    def counting(model, structures, **kw):
+        if model is pot:  # predictions of the pretrained model (the tuned ones are other objects)
+            calls.append((len(structures), kw.get("forces")))
+        return original(model, structures, **kw)
+
+    monkeypatch.setattr(ft, "predict_potential", counting)
+    result = finetune_adversarial(pot, _drifting_target(), adversarial=False, distill=distill, anchor_forces=1.0,
+                                  max_force_drift=0.05, **{**FAST, "epochs": 1})
+    on_distill = [c for c in calls if c[0] == len(distill)]
+    assert on_distill == [(4, True)]  # one force prediction serves replay labels and the drift probe
+    assert result.force_drift is not None and result.force_drift <= 0.05
