@@ -30,10 +30,10 @@ except ImportError:  # older ASE
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
 
-def _run(potential_dir: str, device: str, reps: int, steps: int) -> dict[str, float]:
+def _run(calculator, device: str, reps: int, steps: int) -> dict[str, float]:
     atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((reps, reps, reps))
     thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    atoms.calc = potential_calculator(load_pretrained(potential_dir), device=device)
+    atoms.calc = calculator
     e0, f0 = atoms.get_potential_energy(), atoms.get_forces().copy()
     dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs, logfile=None)
     dyn.run(2)  # warm-up (CUDA context, kernels)
@@ -59,11 +59,12 @@ def main() -> None:
     model_dir = str(Path(args.models_dir) / args.model)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    calculators = {d: potential_calculator(load_pretrained(model_dir), device=d) for d in devices}
     rows = []
     print(f"| atoms | {' | '.join(f'{d} steps/s' for d in devices)} | max |dE| (eV) | max |dF| (eV/A) |")
     print("|---|" + "---|" * (len(devices) + 2))
     for reps in args.sizes:
-        runs = {d: _run(model_dir, d, reps, args.steps) for d in devices}
+        runs = {d: _run(calculators[d], d, reps, args.steps) for d in devices}
         de = max(abs(r["e0"] - runs["cpu"]["e0"]) for r in runs.values())
         df = max(float(np.abs(r["f0"] - runs["cpu"]["f0"]).max()) for r in runs.values())
         row = {"n_atoms": runs["cpu"]["n_atoms"], "steps": args.steps, "max_energy_diff_eV": de, "max_force_diff_eV_A": df}

@@ -10,11 +10,12 @@
 #   5. the GPU slice of the OOD benchmark (benchmarks/configs/dielectric_gpu_slice.toml), records tarred to $OUT.
 # The graphs of stage 5 are converted in the background (CPU) while stages 2-4 use the GPU.
 set -uo pipefail
-OUT="${OUT:-/tmp/matgl_cal_gpu}"
+WORK="$(mktemp -d)"  # installed wheels, logs that do not come back, the graph cache
+OUT="${OUT:-$WORK/out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
-export MATGL_CAL_CACHE="${MATGL_CAL_CACHE:-/tmp/matgl_cal_cache}"
+export MATGL_CAL_CACHE="${MATGL_CAL_CACHE:-$WORK/cache}"
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
 log() { echo "[$(date +%T) +${SECONDS}s] $*" | tee -a "$OUT/stages.txt"; }
 left() { echo $((DEADLINE - SECONDS)); }
@@ -22,18 +23,18 @@ left() { echo $((DEADLINE - SECONDS)); }
 log "1. packages"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/stages.txt" 2>&1
 if [ -d .whl ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    >/tmp/install.txt 2>&1 || { log "wheel install failed"; tail -n 20 /tmp/install.txt; exit 1; }
-  export PYTHONPATH="/tmp/site:$PWD"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl \
+    >"$WORK/install.txt" 2>&1 || { log "wheel install failed"; tail -n 20 "$WORK/install.txt"; exit 1; }
+  export PYTHONPATH="$WORK/site:$PWD"
 else
-  "$PY" -m pip install -q -e ".[test]" >/tmp/install.txt 2>&1 || { log "pip install failed"; exit 1; }
+  "$PY" -m pip install -q -e ".[test]" >"$WORK/install.txt" 2>&1 || { log "pip install failed"; exit 1; }
 fi
 "$PY" -c "import torch, matgl, matgl_cal, pymatgen.core, ase; print('torch', torch.__version__, 'matgl', matgl.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))" \
   >>"$OUT/stages.txt" 2>&1 || { log "import failed"; exit 1; }
 
 SLICE=benchmarks/configs/dielectric_gpu_slice.toml
 if [ -n "${MATGL_CAL_DATA:-}" ]; then
-  "$PY" - "$SLICE" >/tmp/slice_graphs.txt 2>&1 <<'PY' &
+  "$PY" - "$SLICE" >"$WORK/slice_graphs.txt" 2>&1 <<'PY' &
 import sys, time
 import numpy as np
 from matgl_cal.benchmark import load_config
@@ -64,7 +65,7 @@ timeout 120 "$PY" examples/finetune_wbm.py >"$OUT/main_job_cuda.txt" 2>&1
 log "   exit $?: $(grep -iE 'held-out|drift|took' "$OUT/main_job_cuda.txt" | tr '\n' ' ' | cut -c1-300)"
 
 wait "$GRAPHS_PID"
-log "5. OOD slice (graph conversion exit $?: $(tail -n 1 /tmp/slice_graphs.txt))"
+log "5. OOD slice (graph conversion exit $?: $(tail -n 1 "$WORK/slice_graphs.txt"))"
 LIMIT=$(left); [ "$LIMIT" -lt 30 ] && LIMIT=30
 timeout "$LIMIT" "$PY" - "$SLICE" >"$OUT/slice.txt" 2>&1 <<'PY'
 import json, logging, sys

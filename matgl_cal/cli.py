@@ -127,8 +127,11 @@ def _add_train(subparsers: Any) -> None:
 
 def _bound(value: str) -> Any:
     """Parse ``--max-force-drift`` / ``--max-source-increase``: ``auto``, ``none`` or a number."""
-    if value.lower() in ("auto", "none"):
-        return value.lower() if value.lower() == "auto" else None
+    keyword = value.lower()
+    if keyword == "auto":
+        return "auto"
+    if keyword == "none":
+        return None
     try:
         return float(value)
     except ValueError as err:

@@ -326,9 +326,9 @@ def finetune_adversarial(
         max_force_drift: Potentials with ``wise_ft``: the largest force drift (eV/A) allowed, measured as the
             force MAE against the pretrained model's own forces on probe structures (``distill`` if given,
             else the source structures, else copies of the target structures rattled by 0.05 A: relaxed
-            targets have near-zero forces, which would hide the drift that matters in MD). WiSE-FT then only considers mixing
-            coefficients below the first one that exceeds it (``a = 0`` is the pretrained network, drift 0, so
-            one always qualifies) and picks the best of those on the validation part (the largest one when there
+            targets have near-zero forces, which would hide the drift that matters in MD). WiSE-FT then only
+            considers mixing coefficients below the first one that exceeds it (``a = 0`` is the pretrained
+            network, drift 0, so one always qualifies) and picks the best of those on the validation part (the largest one when there
             is none). The result's ``force_drift`` reports the final model's drift on the probe. None: no limit.
             ``"auto"`` (default): 0.02 eV/A for potentials with ``wise_ft``, else None.
         max_source_increase: With ``wise_ft`` and labelled ``source`` data: the largest relative increase of the
@@ -418,16 +418,13 @@ def finetune_adversarial(
     if max_source_increase is not None and src is None:
         raise ValueError(f"max_source_increase={max_source_increase} is measured on labelled source data; "
                          "give source=... or leave it None")
-    distill_labels = None  # the pretrained model's forces on `distill`, predicted once for replay and the bound
-    if potential and distill is not None and (max_force_drift is not None or fit_data.forces is not None):
-        distill_labels = _pretrained_labels(pretrained, list(distill))
-    replay, unreplayed = _replay_data(pretrained, potential, fit_data, src,
-                                      distill if distill_labels is None else distill_labels, replay_ratio, rng)
     drift_guard = source_guard = None
     if max_force_drift is not None:
-        probe = distill_labels if distill_labels is not None else _pretrained_labels(
-            pretrained, _drift_probe_structures(distill, src, data, seed))
+        probe = _pretrained_labels(pretrained, _drift_probe_structures(distill, src, data, seed))
         drift_guard = _DriftProbe(probe, max_force_drift)
+    # when the probe is `distill`, its pretrained labels serve replay too (predicted once)
+    distill_pool = drift_guard.data if drift_guard is not None and distill is not None else distill
+    replay, unreplayed = _replay_data(pretrained, potential, fit_data, src, distill_pool, replay_ratio, rng)
     if max_source_increase is not None:
         held_source = src.subset(unreplayed) if unreplayed is not None and len(unreplayed) else src
         if held_source is src and replay is not None:
@@ -756,7 +753,8 @@ def _check_settings(**kw: Any) -> None:
         v = kw[name]
         if v is None or (isinstance(v, str) and v == "auto"):
             continue
-        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not strict and v == 0)):
+        number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        if not (number and (v > 0 if strict else v >= 0)):
             raise ValueError(f"{name} must be 'auto', None or {what}, got {v!r}")
         if not kw["wise_ft"]:
             raise ValueError(f"{name}={v} limits WiSE-FT's mixing coefficient; set wise_ft=True")
