@@ -9,43 +9,17 @@
 #   4. the main job (examples/finetune_wbm.py: the universal potential fine-tuned on WBM) on CUDA;
 #   5. the GPU slice of the OOD benchmark (benchmarks/configs/dielectric_gpu_slice.toml), records tarred to $OUT.
 # The graphs of stage 5 are converted in the background (CPU) while stages 2-4 use the GPU.
-set -uo pipefail
-WORK="$(mktemp -d)"  # installed wheels, logs that do not come back, the graph cache
-OUT="${OUT:-$WORK/out}"
-mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
-export MATGL_CAL_CACHE="${MATGL_CAL_CACHE:-$WORK/cache}"
+source "$(dirname "$0")/_gpu_env.sh"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
-log() { echo "[$(date +%T) +${SECONDS}s] $*" | tee -a "$OUT/stages.txt"; }
 left() { echo $((DEADLINE - SECONDS)); }
 
 log "1. packages"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$OUT/stages.txt" 2>&1
-if [ -d .whl ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl \
-    >"$WORK/install.txt" 2>&1 || { log "wheel install failed"; tail -n 20 "$WORK/install.txt"; exit 1; }
-  export PYTHONPATH="$WORK/site:$PWD"
-else
-  "$PY" -m pip install -q -e ".[test]" >"$WORK/install.txt" 2>&1 || { log "pip install failed"; exit 1; }
-fi
-"$PY" -c "import torch, matgl, matgl_cal, pymatgen.core, ase; print('torch', torch.__version__, 'matgl', matgl.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))" \
-  >>"$OUT/stages.txt" 2>&1 || { log "import failed"; exit 1; }
+install_packages || exit 1
 
 SLICE=benchmarks/configs/dielectric_gpu_slice.toml
 if [ -n "${MATGL_CAL_DATA:-}" ]; then
-  "$PY" - "$SLICE" >"$WORK/slice_graphs.txt" 2>&1 <<'PY' &
-import sys, time
-import numpy as np
-from matgl_cal.benchmark import load_config
-from matgl_cal.benchmark._runner import _Data
-t = time.perf_counter()
-cfg = load_config(sys.argv[1])
-data = _Data(cfg)
-parts = [a for s in cfg.splits for k in data.fold_keys(s) for a in data.indices(s, k).values()]
-data.graphs(np.concatenate(parts))
-print(f"converted and cached the slice's graphs in {time.perf_counter() - t:.1f} s")
-PY
+  "$PY" -m matgl_cal.cli benchmark "$SLICE" --prepare >"$WORK/slice_graphs.txt" 2>&1 &
   GRAPHS_PID=$!
 fi
 

@@ -373,21 +373,43 @@ def _add_benchmark(subparsers: Any) -> None:
     p.add_argument("config", help="benchmark config (.toml, or .yaml with PyYAML)")
     p.add_argument("--overwrite", action="store_true", help="rerun and replace existing records")
     p.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help=(
+            "run only shard I of N (0 <= I < N: every N-th fold/seed group with all its methods), so that N "
+            "processes share the work; the report is left to `mgl-cal report` once all have finished"
+        ),
+    )
+    p.add_argument(
+        "--prepare", action="store_true", help="only convert and cache the graphs (run once before starting shards)"
+    )
     p.set_defaults(func=_run_benchmark)
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
+    import logging
     from pathlib import Path
 
-    from matgl_cal.benchmark import load_config, make_report, plan_runs, run_benchmark
+    from matgl_cal.benchmark import load_config, make_report, parse_shard, plan_runs, prepare_benchmark, run_benchmark
 
+    shard = parse_shard(args.shard)
     config = load_config(args.config)
+    # progress of the runs (one line per finished run) and of the graph cache; the caller's config wins
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.dry_run:
         for spec in plan_runs(config):
             print(spec)
         return 0
-    run_benchmark(config, overwrite=args.overwrite)
+    if args.prepare:
+        print(f"graphs of {prepare_benchmark(config)} structures converted and cached")
+        return 0
+    run_benchmark(config, overwrite=args.overwrite, shard=shard)
     out = Path(config.output_dir)
+    if shard is not None:
+        print(f"shard {shard[0]}/{shard[1]} done; once every shard has finished: mgl-cal report {out / 'records'} {out}")
+        return 0
     report = make_report(out / "records", out, commands=[f"mgl-cal benchmark {args.config}"])
     print(f"report: {report}")
     return 0

@@ -18,10 +18,13 @@ from matgl_cal.benchmark import (
     load_records,
     make_report,
     paired_test,
+    parse_shard,
     plan_runs,
+    prepare_benchmark,
     run_benchmark,
     summarize,
 )
+from matgl_cal.cli import main
 from matgl_cal.datasets import DataFile, DatasetInfo, register_dataset, unregister_dataset
 
 import builders as b
@@ -289,6 +292,71 @@ def test_resume_skips_existing_records(tiny_run, monkeypatch):
     changed = _changed(cfg)
     with pytest.raises(ValueError, match=r"was made with different settings"):
         run_benchmark(changed)
+
+
+def test_parse_shard():
+    assert parse_shard(None) is None
+    assert parse_shard("1/3") == (1, 3) and parse_shard((0, 1)) == (0, 1)
+    for bad in ["3/3", "1", "a/2", "-1/2", "0/0", "1/2/3", (2, 2), (True, 2), (0,), 5]:
+        with pytest.raises(ValueError, match="shard must"):
+            parse_shard(bad)
+
+
+def test_shards_partition_the_plan_into_whole_groups(tiny_data, tmp_path):
+    cfg = config_from_dict(_tiny_config(tiny_data, tmp_path, seeds=[0, 1], splits=[{"family": "LOCO", "folds": 2}]))
+    specs = plan_runs(cfg)
+    shards = [runner_mod._shard_of(specs, (i, 3)) for i in range(3)]
+    assert sorted((s for sh in shards for s in sh), key=specs.index) == specs  # every run exactly once
+    assert [len(sh) for sh in shards] == [4, 2, 2]  # 4 (fold, seed) groups x 2 methods, dealt round-robin
+    for sh in shards:
+        groups = {(s.split, s.fold, s.seed) for s in sh}
+        assert {(s.split, s.fold, s.seed, s.method) for s in sh} == {
+            (*g, m) for g in groups for m in ("erm", "cal")
+        }  # all methods of a group in one shard: an interrupted shard leaves complete pairs
+    assert runner_mod._shard_of(specs, None) == specs and runner_mod._shard_of(specs, (0, 1)) == specs
+
+
+def test_prepared_shards_reproduce_the_unsharded_run(tiny_data, tiny_run, tmp_path, monkeypatch, capsys):
+    _, ref_paths, _ = tiny_run
+    ref = {p.name: json.loads(p.read_text()) for p in ref_paths}
+    raw = _tiny_config(tiny_data, tmp_path, splits=[{"family": "LOCO", "folds": [0, 1]}])
+    cfg = config_from_dict(raw)
+    assert prepare_benchmark(cfg) == 20  # folds 0 and 1 together use every structure
+    import matgl_cal.datasets._graph_cache as cache_mod
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("a shard converted graphs that prepare_benchmark had cached")
+
+    monkeypatch.setattr(cache_mod, "_convert", no_conversion)
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(_as_toml(raw))
+    assert main(["benchmark", str(toml), "--shard", "1/2"]) == 0  # fold 1, through the CLI
+    assert "mgl-cal report" in capsys.readouterr().out
+    assert not list(Path(raw["output_dir"]).glob("RESULTS_*.md"))  # the report waits for all shards
+    paths = run_benchmark(cfg, shard="0/2")  # fold 0
+    assert [p.name for p in paths] == ["erm__LOCO__0__0.json", "cal__LOCO__0__0.json"]
+    records = sorted(p.name for p in (Path(raw["output_dir"]) / "records").iterdir())
+    assert records == sorted(["erm__LOCO__0__0.json", "cal__LOCO__0__0.json", "erm__LOCO__1__0.json", "cal__LOCO__1__0.json"])
+    for p in paths:  # the same runs as the unsharded benchmark of fold 0, to the last digit
+        got = json.loads(p.read_text())
+        assert got["metrics"] == ref[p.name]["metrics"]
+        assert got["test_predictions"] == ref[p.name]["test_predictions"]
+    assert main(["benchmark", str(toml), "--shard", "2/2"]) == 2
+    assert "shard must satisfy 0 <= I < N" in capsys.readouterr().err
+
+
+def _as_toml(raw: dict) -> str:
+    def value(v):
+        return json.dumps(v)  # strings, numbers and lists of them read the same in TOML
+
+    lines = [f"{k} = {value(raw[k])}" for k in ("name", "dataset", "data_dir", "cache_dir", "output_dir", "seeds")]
+    for table in ("model", "training"):
+        lines += [f"[{table}]"] + [f"{k} = {value(v)}" for k, v in raw[table].items()]
+    for split in raw["splits"]:
+        lines += ["[[splits]]"] + [f"{k} = {value(v)}" for k, v in split.items()]
+    for name, kwargs in raw["methods"].items():
+        lines += [f"[methods.{name}]"] + [f"{k} = {value(v)}" for k, v in kwargs.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _changed(cfg):

@@ -3,7 +3,8 @@
 * :func:`load_config` / :func:`config_from_dict`: a strict TOML/YAML schema (unknown keys raise);
 * :data:`METHOD_PRESETS`: ``erm``, ``cal_faithful``, ``cal``, ``fixed_cost``, ``extra_steps_control``;
 * :func:`plan_runs`, :func:`run_one`, :func:`run_benchmark`: one JSON record per
-  (method, split family, fold, seed) under ``<output_dir>/records``, resumable;
+  (method, split family, fold, seed) under ``<output_dir>/records``, resumable, shardable across
+  processes (:func:`parse_shard`); :func:`prepare_benchmark` converts the graphs beforehand;
 * :func:`make_report`: ``RESULTS_<name>.md`` with mean ± std, relative change vs ERM with a paired
   test, in-distribution MAE, and PNG figures.
 """
@@ -28,7 +29,16 @@ from matgl_cal.benchmark._methods import (
     resolve_method,
 )
 from matgl_cal.benchmark._report import WILCOXON_MIN_N, load_records, make_report, paired_test, summarize
-from matgl_cal.benchmark._runner import RECORD_SCHEMA, RunSpec, plan_runs, record_path, run_benchmark, run_one
+from matgl_cal.benchmark._runner import (
+    RECORD_SCHEMA,
+    RunSpec,
+    parse_shard,
+    plan_runs,
+    prepare_benchmark,
+    record_path,
+    run_benchmark,
+    run_one,
+)
 
 __all__ = [
     "CAL_KWARGS",
@@ -49,7 +59,9 @@ __all__ = [
     "make_callback",
     "make_report",
     "paired_test",
+    "parse_shard",
     "plan_runs",
+    "prepare_benchmark",
     "record_path",
     "resolve_method",
     "run_benchmark",

@@ -558,28 +558,124 @@ def run_one(
     return record
 
 
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """Read a shard given as ``"I/N"`` or ``(I, N)`` (``0 <= I < N``); ``None`` means no sharding.
+
+    Raises:
+        ValueError: Not of that form, or ``I`` outside ``0 .. N-1``.
+    """
+    if shard is None:
+        return None
+    if isinstance(shard, str):
+        parts = shard.split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"shard must be 'I/N' with integers 0 <= I < N (e.g. '0/4'), got {shard!r}")
+        index, count = (int(p) for p in parts)
+    else:
+        try:
+            index, count = shard
+        except (TypeError, ValueError):
+            raise ValueError(f"shard must be 'I/N' or a pair (I, N), got {shard!r}") from None
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (index, count)):
+            raise ValueError(f"shard must hold two ints (I, N), got {shard!r}")
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard must satisfy 0 <= I < N with N >= 1, got I={index}, N={count}")
+    return index, count
+
+
+def _shard_of(specs: list[RunSpec], shard: tuple[int, int] | None) -> list[RunSpec]:
+    """The runs of one shard: whole (split, fold, seed) groups, dealt round-robin in plan order.
+
+    All methods of a (split, fold, seed) stay in one shard, so an interrupted shard leaves
+    complete pairs behind, and the shards do not depend on which runs are already done.
+    """
+    if shard is None:
+        return specs
+    index, count = shard
+    groups: dict[tuple[str, str, int], int] = {}
+    for s in specs:
+        groups.setdefault((s.split, s.fold, s.seed), len(groups))
+    return [s for s in specs if groups[(s.split, s.fold, s.seed)] % count == index]
+
+
+def _all_parts(cfg: BenchmarkConfig, data: _Data, specs: list[RunSpec]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    parts_of: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for spec in specs:
+        key = (spec.split, spec.fold)
+        if key not in parts_of:
+            parts_of[key] = data.indices(cfg.split(spec.split), spec.fold)
+    return parts_of
+
+
+def _convert_all(data: _Data, parts_of: dict[tuple[str, str], dict[str, np.ndarray]]) -> int:
+    needed = np.unique(np.concatenate([a for parts in parts_of.values() for a in parts.values()]))
+    data.graphs(needed)
+    return int(needed.size)
+
+
+def prepare_benchmark(config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike) -> int:
+    """Convert and cache the graphs of every structure a benchmark uses, without training.
+
+    :func:`run_benchmark` converts the same set (all its runs, done or not, in every shard), so it
+    then reads the cache. Run this once before starting shards in parallel, so that they do not each
+    convert the dataset.
+
+    Args:
+        config: A :class:`~matgl_cal.benchmark.BenchmarkConfig`, a config mapping or a file path.
+
+    Returns:
+        The number of structures converted (or found in the cache).
+
+    Raises:
+        ValueError: Unknown split family or fold key.
+    """
+    cfg = _as_config(config)
+    specs = plan_runs(cfg)
+    data = _Data(cfg)
+    return _convert_all(data, _all_parts(cfg, data, specs))
+
+
 def run_benchmark(
-    config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike, *, overwrite: bool = False
+    config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    shard: str | tuple[int, int] | None = None,
 ) -> list[Path]:
-    """Run every (method, split, fold, seed) of a benchmark; resumable.
+    """Run every (method, split, fold, seed) of a benchmark; resumable and shardable.
 
     Runs whose record already exists (made with the same settings) are skipped, so an interrupted
     job continues where it stopped. All split families and fold keys are checked before the first
     run. Graphs of every structure the benchmark needs are converted once (and cached on disk).
 
+    Shards split the runs between processes (one per GPU, or several sharing one GPU whose input
+    pipeline is CPU-bound): shard ``I/N`` takes every N-th (split, fold, seed) group in plan order,
+    with all its methods. Records are written atomically, one file per run, so shards can share the
+    ``output_dir``; write the report once all have finished (``mgl-cal report``).
+
     Args:
         config: A :class:`~matgl_cal.benchmark.BenchmarkConfig`, a config mapping or a file path.
         overwrite: Run again and replace existing records.
+        shard: ``"I/N"`` or ``(I, N)`` with ``0 <= I < N``: run only that shard's runs. ``None``: all.
 
     Returns:
-        Paths of all the benchmark's records (existing and new), in run order.
+        Paths of the records of the runs this call covers (all runs, or the shard's), existing and
+        new, in run order.
 
     Raises:
-        ValueError: Unknown split family/fold key (before any training), or an existing record made
-            with different settings (without ``overwrite``).
+        ValueError: Unknown split family/fold key (before any training), a malformed shard, or an
+            existing record made with different settings (without ``overwrite``).
+
+    Example:
+        Two processes sharing one machine, then the report::
+
+            CUDA_VISIBLE_DEVICES=0 mgl-cal benchmark cfg.toml --shard 0/2 &
+            CUDA_VISIBLE_DEVICES=1 mgl-cal benchmark cfg.toml --shard 1/2 &
+            wait; mgl-cal report <output_dir>/records <output_dir>
     """
     cfg = _as_config(config)
-    specs = plan_runs(cfg)
+    shard_pair = parse_shard(shard)
+    all_specs = plan_runs(cfg)
+    specs = _shard_of(all_specs, shard_pair)
     paths = [record_path(cfg, s) for s in specs]
     todo = []
     for spec, path in zip(specs, paths, strict=True):
@@ -587,18 +683,16 @@ def run_benchmark(
         if overwrite or not _check_existing(path, fp):
             todo.append(spec)
     log.info(
-        "Benchmark %s: %d runs, %d done, %d to run; records in %s",
-        cfg.name, len(specs), len(specs) - len(todo), len(todo), Path(cfg.output_dir) / "records",
+        "Benchmark %s%s: %d runs, %d done, %d to run; records in %s",
+        cfg.name, f" shard {shard_pair[0]}/{shard_pair[1]}" if shard_pair else "",
+        len(specs), len(specs) - len(todo), len(todo), Path(cfg.output_dir) / "records",
     )
     if not todo:
         return paths
     data = _Data(cfg)
-    parts_of = {}
-    for spec in todo:
-        key = (spec.split, spec.fold)
-        if key not in parts_of:
-            parts_of[key] = data.indices(cfg.split(spec.split), spec.fold)
-    data.graphs(np.concatenate([a for parts in parts_of.values() for a in parts.values()]))
+    # the graphs of all runs, not only this call's: one cache entry serves every shard and every resume
+    parts_of = _all_parts(cfg, data, all_specs)
+    _convert_all(data, parts_of)
     for k, spec in enumerate(todo, 1):
         t0 = time.perf_counter()
         record = _train_and_record(cfg, data, spec, parts_of[(spec.split, spec.fold)])
