@@ -73,6 +73,13 @@ def test_config_overrides_and_custom_method():
     assert cfg.method("cal").kwargs["attack_steps"] == 5 and cfg.method("cal").kwargs["hardness"] == "mc_dropout"
     assert cfg.method("big").kwargs["max_perturbation"] == 2.0 and cfg.method("big").preset == "cal"
     assert cfg.method("mine").preset is None and dict(cfg.method("mine").kwargs) == {"environments": "chemsys"}
+    # TOML has no null: hardness = "none" draws the extra batches at random (the control of the hardness ranking)
+    rnd = config_from_dict(_base_config(methods={"random_steps": {"preset": "extra_steps_control", "hardness": "none"}}))
+    kw = rnd.method("random_steps").kwargs
+    assert kw["hardness"] is None and kw["perturb"] is False and kw["adversarial_batches"] == 3
+    from matgl_cal.benchmark import make_callback
+
+    assert make_callback(rnd.method("random_steps"), seed=0).hardness is None
 
 
 def test_toml_and_yaml_files(tmp_path):

@@ -89,7 +89,8 @@ def resolve_method(name: str, entry: Mapping[str, Any] | None = None) -> MethodC
     The entry may hold ``kind`` (``"erm"`` or ``"cal"``), ``preset`` (a name of
     :data:`METHOD_PRESETS`; default: ``name`` when that is a preset) and any keyword argument of
     :class:`~matgl_cal.callback.AdversarialAugmentation`, which overrides the preset's value.
-    ``kind`` may be omitted when a preset is used.
+    ``kind`` may be omitted when a preset is used. TOML has no null, so ``hardness = "none"`` stands for
+    ``hardness=None`` (adversarial batches drawn at random instead of ranked by hardness).
 
     Args:
         name: Method name (letters, digits, ``_``, ``.``, ``-``; it becomes part of file names).
@@ -148,6 +149,8 @@ def resolve_method(name: str, entry: Mapping[str, Any] | None = None) -> MethodC
             raise TypeError(f"methods.{name}.{key} must be a string in a config, got {type(entry[key]).__name__}")
     if "cost_params" in entry and entry["cost_params"] is not None:
         entry["cost_params"] = list(entry["cost_params"])
+    if entry.get("hardness") == "none":
+        entry["hardness"] = None
     kwargs.update(entry)
     if kind == "cal":
         try:
