@@ -399,7 +399,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     # progress of the runs (one line per finished run) and of the graph cache; the caller's config wins
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.dry_run:
-        for spec in plan_runs(config):
+        for spec in plan_runs(config, shard=shard):
             print(spec)
         return 0
     if args.prepare:

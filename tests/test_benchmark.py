@@ -321,6 +321,7 @@ def test_shards_partition_the_plan_into_whole_groups(tiny_data, tmp_path):
             (*g, m) for g in groups for m in ("erm", "cal")
         }  # all methods of a group in one shard: an interrupted shard leaves complete pairs
     assert runner_mod._shard_of(specs, None) == specs and runner_mod._shard_of(specs, (0, 1)) == specs
+    assert plan_runs(cfg, shard="1/3") == shards[1]
 
 
 def test_prepared_shards_reproduce_the_unsharded_run(tiny_data, tiny_run, tmp_path, monkeypatch, capsys):
@@ -350,6 +351,9 @@ def test_prepared_shards_reproduce_the_unsharded_run(tiny_data, tiny_run, tmp_pa
         assert got["test_predictions"] == ref[p.name]["test_predictions"]
     assert main(["benchmark", str(toml), "--shard", "2/2"]) == 2
     assert "shard must satisfy 0 <= I < N" in capsys.readouterr().err
+    assert main(["benchmark", str(toml), "--dry-run", "--shard", "1/2"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and all("fold='1'" in line for line in listed)
 
 
 def _as_toml(raw: dict) -> str:

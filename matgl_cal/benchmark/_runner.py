@@ -198,23 +198,28 @@ class _Data:
         return self._graphs, self._graph_pos
 
 
-def plan_runs(config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike) -> list[RunSpec]:
-    """Every run of a benchmark, in execution order (split, fold, seed, method), without training.
+def plan_runs(
+    config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike, *, shard: str | tuple[int, int] | None = None
+) -> list[RunSpec]:
+    """Every run of a benchmark (or of one shard), in execution order (split, fold, seed, method), without training.
 
     Loads the fold files (not the structures) to check split families and fold keys, so a typo
     fails before anything is trained.
 
     Args:
         config: A :class:`~matgl_cal.benchmark.BenchmarkConfig`, a config mapping or a file path.
+        shard: ``"I/N"`` or ``(I, N)``: only the runs of that shard (see :func:`run_benchmark`).
 
     Returns:
         The runs.
 
     Raises:
-        ValueError: Unknown split family or fold key (the library's message lists the valid ones).
+        ValueError: Unknown split family or fold key (the library's message lists the valid ones), or a
+            malformed shard.
     """
     cfg = _as_config(config)
-    return _plan(cfg, _FoldsOnly(cfg))
+    shard_pair = parse_shard(shard)
+    return _shard_of(_plan(cfg, _FoldsOnly(cfg)), shard_pair)
 
 
 class _FoldsOnly(_Data):
@@ -675,7 +680,7 @@ def run_benchmark(
     cfg = _as_config(config)
     shard_pair = parse_shard(shard)
     all_specs = plan_runs(cfg)
-    specs = _shard_of(all_specs, shard_pair)
+    specs = _shard_of(all_specs, shard_pair)  # the same as plan_runs(cfg, shard=shard), without reading the folds twice
     paths = [record_path(cfg, s) for s in specs]
     todo = []
     for spec, path in zip(specs, paths, strict=True):
