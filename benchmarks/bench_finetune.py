@@ -20,7 +20,8 @@ Methods (same data, splits, seeds and budget for each):
   within it; the retention set is 30 other structures, so the bound is checked on data it never saw);
   cal+defaults: a bare ``finetune_adversarial(model, target)`` call, i.e. the library's defaults (L2-SP 10,
   WiSE-FT, 0.02 eV/A drift bound probed on the target structures rattled by 0.05 A, no distillation) with the
-  same budget.
+  same budget; finetune+defaults: the same call with ``adversarial=False`` (conventional fine-tuning with the
+  library's defaults).
 Every fine-tuning refits its energy offset on all n target structures after training (the baselines use all
 n too; the network itself sees the 75 % fit part, the other 25 % drive early stopping and WiSE-FT).
 
@@ -81,6 +82,7 @@ METHODS = {
     "finetune+af+bound": {"adversarial": False, "anti_forgetting": True, "bound": True},
     "cal+af+bound": {"adversarial": True, "anti_forgetting": True, "bound": True},
     "cal+defaults": {"adversarial": True, "library_defaults": True},
+    "finetune+defaults": {"adversarial": False, "library_defaults": True},
 }
 
 

@@ -10,7 +10,8 @@ anti-forgetting ("+af": replay of the fold's training structures, ratio 1, and L
 with ``max_source_increase=--max-source-increase`` (checked on the training structures not drawn for replay;
 the reported source change is measured on the fold's validation part, which fine-tuning never sees);
 "cal+defaults" is a bare call with the training structures as ``source``: the library's defaults (replay ratio 1,
-L2-SP 10, WiSE-FT, ``max_source_increase="auto"`` = 0.05).
+L2-SP 10, WiSE-FT, ``max_source_increase="auto"`` = 0.05); "finetune+defaults" is the same call with
+``adversarial=False``.
 
 Run: ``python benchmarks/bench_finetune_property.py --json out.json``; prints a markdown table.
 """
@@ -38,6 +39,7 @@ METHODS = {
     "finetune+af+bound": {"adversarial": False, "af": True, "bound": True},
     "cal+af+bound": {"adversarial": True, "af": True, "bound": True},
     "cal+defaults": {"adversarial": True, "library_defaults": True},
+    "finetune+defaults": {"adversarial": False, "library_defaults": True},
 }
 
 
