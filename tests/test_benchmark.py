@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -22,6 +23,7 @@ from matgl_cal.benchmark import (
     plan_runs,
     prepare_benchmark,
     run_benchmark,
+    run_one,
     summarize,
 )
 from matgl_cal.cli import main
@@ -143,6 +145,17 @@ def test_toml_and_yaml_files(tmp_path):
             ValueError,
             r"must be < 1",
         ),
+        (
+            {"splits": [{"family": "property_range", "folds": 2}]},
+            ValueError,
+            r"splits\[0\].folds of family 'property_range' must list its keys",
+        ),
+        ({"splits": [{"family": "property_range", "folds": ["up"]}]}, ValueError, r"are sides 'top' / 'bottom', got 'up'"),
+        ({"splits": [{"family": "property_range", "folds": ["top"], "q": 1.5}]}, ValueError, r"splits\[0\].q must lie in"),
+        ({"splits": [{"family": "chemistry", "folds": ["Xx"]}]}, ValueError, r"element symbols such as 'O', got 'Xx'"),
+        ({"splits": [{"family": "cluster", "folds": 4, "n_clusters": 3}]}, ValueError, r"cluster labels 0 .. 2 \(n_clusters = 3\), got '3'"),
+        ({"splits": [{"family": "LOCO", "folds": 2, "q": 0.2}]}, ValueError, r"q applies to family 'property_range' only"),
+        ({"splits": [{"family": "chemistry", "folds": ["O"], "n_clusters": 4}]}, ValueError, r"n_clusters applies to family 'cluster' only"),
         ({"training": {"epochs": 0}}, ValueError, r"training.epochs must be >= 1, got 0"),
         (
             {"training": {"select": "best"}},
@@ -299,6 +312,57 @@ def test_resume_skips_existing_records(tiny_run, monkeypatch):
     changed = _changed(cfg)
     with pytest.raises(ValueError, match=r"was made with different settings"):
         run_benchmark(changed)
+
+
+def test_split_maker_families(tiny_data, tmp_path):
+    """property_range / chemistry / cluster splits from the config, on any dataset, without a fold file."""
+    from matgl_cal.benchmark._runner import _Data
+
+    raw = _tiny_config(
+        tiny_data,
+        tmp_path,
+        splits=[
+            {"family": "property_range", "folds": ["top", "bottom"], "q": 0.25, "val_fraction": 0.2},
+            {"family": "chemistry", "folds": ["O"], "val_fraction": 0.2},
+            {"family": "cluster", "folds": 2, "n_clusters": 2, "val_fraction": 0.2},
+        ],
+        training={"epochs": 1, "batch_size": 4, "lr": 1e-3, "accelerator": "cpu"},
+    )
+    cfg = config_from_dict(raw)
+    assert [(s.split, s.fold) for s in plan_runs(cfg)][::2] == [
+        ("property_range", "top"), ("property_range", "bottom"), ("chemistry", "O"), ("cluster", "0"), ("cluster", "1")
+    ]
+    data = _Data(cfg)
+    y = data.dataset.targets
+    seen_test = []
+    for split in cfg.splits:
+        for fold in split.folds:
+            parts = data.indices(split, fold)
+            every = np.concatenate(list(parts.values()))
+            assert len(every) == len(set(every.tolist())) == 20  # disjoint and covering
+            seen_test.append(set(parts["test"].tolist()))
+            if split.family == "property_range":
+                assert len(parts["test"]) == 5  # round(0.25 * 20)
+                rest = np.concatenate([parts["train"], parts["val"]])
+                if fold == "top":
+                    assert y[parts["test"]].min() >= y[rest].max()
+                else:
+                    assert y[parts["test"]].max() <= y[rest].min()
+            elif split.family == "chemistry":
+                has_o = ["O" in {e.symbol for e in s.composition.elements} for s in data.dataset.structures]
+                assert sorted(parts["test"].tolist()) == [i for i, h in enumerate(has_o) if h]
+            assert parts["val"].size == round(0.2 * (20 - len(parts["test"])))
+            assert np.array_equal(data.indices(split, fold)["val"], parts["val"])  # the same split every time
+    assert seen_test[3] | seen_test[4] == set(range(20)) and not seen_test[3] & seen_test[4]  # the 2 clusters
+    # the maker settings enter the fingerprint (other q: other record), the file families' do not change
+    fp = runner_mod._fingerprint(cfg, cfg.method("erm"), cfg.split("property_range"))
+    other = config_from_dict({**raw, "splits": [{**raw["splits"][0], "q": 0.3}]})
+    assert runner_mod._fingerprint(other, other.method("erm"), other.split("property_range")) != fp
+    rec = run_one(cfg, "erm", "property_range", "top", 0)
+    assert rec["n_test"] == 5 and rec["split"] == "property_range" and rec["fold"] == "top"
+    assert rec["config"]["splits"][0]["q"] == 0.25
+    with pytest.raises(ValueError, match=r"are sides 'top' / 'bottom', got 'middle'"):
+        run_one(cfg, "erm", "property_range", "middle", 0)
 
 
 def test_parse_shard():

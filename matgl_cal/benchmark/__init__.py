@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from matgl_cal.benchmark._config import (
     RANDOM_FAMILY,
+    SPLIT_MAKER_FAMILIES,
     BenchmarkConfig,
     ModelConfig,
     SplitConfig,
@@ -46,6 +47,7 @@ __all__ = [
     "METHOD_PRESETS",
     "RANDOM_FAMILY",
     "RECORD_SCHEMA",
+    "SPLIT_MAKER_FAMILIES",
     "WILCOXON_MIN_N",
     "BenchmarkConfig",
     "MethodConfig",

@@ -50,6 +50,7 @@ from matgl_cal.datasets import get_dataset_info
 
 __all__ = [
     "RANDOM_FAMILY",
+    "SPLIT_MAKER_FAMILIES",
     "BenchmarkConfig",
     "ModelConfig",
     "SplitConfig",
@@ -60,6 +61,10 @@ __all__ = [
 
 #: Split family name of the in-distribution control: random train/val/test split, fold key = its seed.
 RANDOM_FAMILY = "random"
+#: Split families made by :mod:`matgl_cal.splits` on any dataset (no fold file): fold keys are the sides of a
+#: property-range split (``"top"``, ``"bottom"``), the held-out elements of a chemistry split (``"O"``, ``"F"``),
+#: or the held-out K-means clusters on composition features (``0`` .. ``n_clusters - 1``).
+SPLIT_MAKER_FAMILIES = ("property_range", "chemistry", "cluster")
 _MODEL_FAMILIES = ("M3GNet", "MEGNet")
 _LOSSES = ("l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss")
 _SELECT = ("best_val", "last")
@@ -140,6 +145,14 @@ class SplitConfig:
             moved to validation where the file has no validation part (ignored otherwise).
         test_fraction: ``random`` only: test fraction.
         count: The ``folds`` count given in the config (None when keys were listed).
+        q: ``property_range`` only: fraction of the structures held out (the most extreme targets).
+        n_clusters: ``cluster`` only: number of K-means clusters on composition features.
+
+    The split-maker families (:data:`SPLIT_MAKER_FAMILIES`) take their fold keys from the config:
+    ``property_range`` folds are sides (``"top"``: hold out the largest ``q`` of the targets, the
+    paper's prior shift; ``"bottom"``: the smallest), ``chemistry`` folds are element symbols (hold out
+    every structure containing it), ``cluster`` folds are cluster labels (or a count). Their validation
+    part is ``val_fraction`` of the rest, drawn with seed 0, so every run seed sees the same split.
     """
 
     family: str
@@ -147,6 +160,16 @@ class SplitConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     count: int | None = None
+    q: float = 0.1
+    n_clusters: int = 10
+
+    def maker_params(self) -> dict[str, Any]:
+        """The split maker's own settings (empty for file families and ``random``)."""
+        if self.family == "property_range":
+            return {"q": self.q}
+        if self.family == "cluster":
+            return {"n_clusters": self.n_clusters}
+        return {}
 
 
 @dataclass(frozen=True)
@@ -212,6 +235,7 @@ class BenchmarkConfig:
                     "folds": list(s.folds),
                     "val_fraction": s.val_fraction,
                     "test_fraction": s.test_fraction,
+                    **s.maker_params(),
                 }
                 for s in self.splits
             ],
@@ -339,7 +363,7 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
     if not raw:
         raise ValueError("splits must list at least one split family, got an empty list")
     out: list[SplitConfig] = []
-    allowed = ("family", "folds", "val_fraction", "test_fraction")
+    allowed = ("family", "folds", "val_fraction", "test_fraction", "q", "n_clusters")
     for i, entry in enumerate(raw):
         where = f"splits[{i}]"
         t = _table(entry, where)
@@ -347,15 +371,26 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
         family = _str(t.get("family"), f"{where}.family")
         if "folds" not in t:
             raise ValueError(f"{where} ({family}) needs `folds`: a list of fold keys or a count, got none")
+        if "q" in t and family != "property_range":
+            raise ValueError(f"{where}.q applies to family 'property_range' only, not {family!r}")
+        if "n_clusters" in t and family != "cluster":
+            raise ValueError(f"{where}.n_clusters applies to family 'cluster' only, not {family!r}")
+        q = _float(t.get("q", 0.1), f"{where}.q", low=0.0, high=1.0)
+        n_clusters = _int(t.get("n_clusters", 10), f"{where}.n_clusters", minimum=2)
         folds_raw = t["folds"]
         count = None
         if isinstance(folds_raw, bool):
             raise TypeError(f"{where}.folds must be a list of fold keys or an int count, got bool")
         if isinstance(folds_raw, int):
+            if family in ("property_range", "chemistry"):
+                keys = "sides, e.g. ['top', 'bottom']" if family == "property_range" else "element symbols, e.g. ['O', 'F']"
+                raise ValueError(f"{where}.folds of family {family!r} must list its keys ({keys}), got the count {folds_raw}")
             count = _int(folds_raw, f"{where}.folds", minimum=1)
             # File families: the first `count` keys, resolved against the fold file when runs are planned.
             n_folds = int(count)  # type: ignore[arg-type]
-            folds: tuple[str, ...] = tuple(str(k) for k in range(n_folds)) if family == RANDOM_FAMILY else ()
+            folds: tuple[str, ...] = (
+                tuple(str(k) for k in range(n_folds)) if family in (RANDOM_FAMILY, "cluster") else ()
+            )
         elif isinstance(folds_raw, Sequence) and not isinstance(folds_raw, str):
             if not folds_raw:
                 raise ValueError(f"{where}.folds must not be empty")
@@ -366,6 +401,7 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
             raise TypeError(
                 f"{where}.folds must be a list of fold keys or an int count, got {type(folds_raw).__name__}"
             )
+        _check_maker_folds(family, folds, n_clusters, where)  # type: ignore[arg-type]
         if family == RANDOM_FAMILY:
             for k in folds:
                 if not k.isdigit():
@@ -380,8 +416,31 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
             )
         if any(s.family == family for s in out):
             raise ValueError(f"{where}: split family {family!r} is listed twice; merge its folds into one entry")
-        out.append(SplitConfig(family, folds, val_fraction, test_fraction, count))  # type: ignore[arg-type]
+        out.append(
+            SplitConfig(family, folds, val_fraction, test_fraction, count, q=q, n_clusters=n_clusters)  # type: ignore[arg-type]
+        )
     return tuple(out)
+
+
+def _check_maker_folds(family: str, folds: tuple[str, ...], n_clusters: int, where: str) -> None:
+    """Fold keys of the split-maker families, checked when the config is read."""
+    if family == "property_range":
+        bad = [k for k in folds if k not in ("top", "bottom")]
+        if bad:
+            raise ValueError(f"{where}.folds of family 'property_range' are sides 'top' / 'bottom', got {bad[0]!r}")
+    elif family == "chemistry":
+        from pymatgen.core import Element
+
+        bad = [k for k in folds if not Element.is_valid_symbol(k)]
+        if bad:
+            raise ValueError(f"{where}.folds of family 'chemistry' are element symbols such as 'O', got {bad[0]!r}")
+    elif family == "cluster":
+        bad = [k for k in folds if not (k.isdigit() and int(k) < n_clusters)]
+        if bad:
+            raise ValueError(
+                f"{where}.folds of family 'cluster' are cluster labels 0 .. {n_clusters - 1} "
+                f"(n_clusters = {n_clusters}), got {bad[0]!r}"
+            )
 
 
 def _methods(raw: Any) -> tuple[MethodConfig, ...]:

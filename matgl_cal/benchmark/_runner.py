@@ -40,7 +40,15 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from matgl_cal.benchmark._config import RANDOM_FAMILY, BenchmarkConfig, SplitConfig, config_from_dict, load_config
+from matgl_cal.benchmark._config import (
+    RANDOM_FAMILY,
+    SPLIT_MAKER_FAMILIES,
+    BenchmarkConfig,
+    SplitConfig,
+    _check_maker_folds,
+    config_from_dict,
+    load_config,
+)
 from matgl_cal.benchmark._methods import MethodConfig, make_callback
 
 __all__ = ["RECORD_SCHEMA", "RunSpec", "plan_runs", "record_path", "run_benchmark", "run_one"]
@@ -114,6 +122,7 @@ class _Data:
         self._natoms = np.array([len(s) for s in self.dataset.structures])
         self._graphs: Any = None
         self._graph_pos: dict[int, int] = {}
+        self._composition_features: np.ndarray | None = None
 
     def fold_source(self, family: str) -> Any:
         from matgl_cal.datasets import MATBENCH_CV, load_matbench_cv_folds, load_ood_folds
@@ -126,8 +135,8 @@ class _Data:
 
     def fold_keys(self, split: SplitConfig) -> list[str]:
         """The fold keys of a split entry, checked against the fold file (the library's errors list valid ones)."""
-        if split.family == RANDOM_FAMILY:
-            return list(split.folds)
+        if split.family == RANDOM_FAMILY or split.family in SPLIT_MAKER_FAMILIES:
+            return list(split.folds)  # checked when the config was read
         source = self.fold_source(split.family)
         available = source.fold_keys(split.family)  # unknown family: ValueError listing the families
         if split.count is not None:
@@ -146,6 +155,8 @@ class _Data:
         n = len(self.dataset)
         if split.family == RANDOM_FAMILY:
             sp = random_split(n, val_fraction=split.val_fraction, test_fraction=split.test_fraction, seed=int(fold))
+        elif split.family in SPLIT_MAKER_FAMILIES:
+            sp = self._made_split(split, fold)
         else:
             raw = self.fold_source(split.family).get(split.family, fold, val_fraction=split.val_fraction)
             sp = raw.to_indices(self.dataset.ids, strict=False)
@@ -181,6 +192,26 @@ class _Data:
                 "(max_atoms too small, or set val_fraction for folds without a validation part)"
             )
         return parts
+
+    def _made_split(self, split: SplitConfig, fold: str) -> Any:
+        """A split of :mod:`matgl_cal.splits` (validation drawn with seed 0: the same split for every run seed)."""
+        from matgl_cal.splits import chemistry_split, cluster_split, composition_features, property_range_split
+
+        if split.family == "property_range":
+            return property_range_split(
+                self.dataset.targets, q=split.q, side=fold, val_fraction=split.val_fraction, seed=0  # type: ignore[arg-type]
+            )
+        if split.family == "chemistry":
+            return chemistry_split(self.dataset.structures, elements=fold, val_fraction=split.val_fraction, seed=0)
+        if self._composition_features is None:
+            self._composition_features = composition_features(self.dataset.structures)
+        return cluster_split(
+            self._composition_features,
+            n_clusters=split.n_clusters,
+            test_cluster=int(fold),
+            seed=0,
+            val_fraction=split.val_fraction,
+        )
 
     def graphs(self, needed: np.ndarray) -> tuple[Any, dict[int, int]]:
         """Graphs of the needed dataset positions (converted once, cached on disk by ``graphs_for``)."""
@@ -325,7 +356,12 @@ def _fingerprint(cfg: BenchmarkConfig, method: MethodConfig, split: SplitConfig)
         "target": cfg.target,
         "model": asdict(cfg.model),
         "training": training,
-        "split": {"family": split.family, "val_fraction": split.val_fraction, "test_fraction": split.test_fraction},
+        "split": {
+            "family": split.family,
+            "val_fraction": split.val_fraction,
+            "test_fraction": split.test_fraction,
+            **split.maker_params(),  # empty for the file families and random: their fingerprints are unchanged
+        },
         "method": {"kind": method.kind, "kwargs": dict(method.kwargs)},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -551,7 +587,9 @@ def run_one(
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     data = _Data(cfg)
     fold_key = str(fold)
-    if split.family != RANDOM_FAMILY:
+    if split.family in SPLIT_MAKER_FAMILIES:
+        _check_maker_folds(split.family, (fold_key,), split.n_clusters, f"fold of {split.family!r}")
+    elif split.family != RANDOM_FAMILY:
         got = data.fold_source(split.family).get(split.family, fold_key, val_fraction=split.val_fraction)
         fold_key = str(got.meta["fold_key"])
     elif not fold_key.isdigit():
