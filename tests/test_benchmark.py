@@ -365,6 +365,24 @@ def test_split_maker_families(tiny_data, tmp_path):
         run_one(cfg, "erm", "property_range", "middle", 0)
 
 
+def test_num_workers_changes_nothing_but_collation(tiny_data, tiny_run, tmp_path):
+    cfg_ref, ref_paths, _ = tiny_run
+    raw = _tiny_config(tiny_data, tmp_path)
+    raw["training"] = {**raw["training"], "num_workers": 1}
+    cfg = config_from_dict(raw)
+    assert cfg.training.num_workers == 1 and cfg_ref.training.num_workers == 0
+    for m in ("erm", "cal"):  # same fingerprint: old records stay valid
+        assert runner_mod._fingerprint(cfg, cfg.method(m), cfg.split("LOCO")) == runner_mod._fingerprint(
+            cfg_ref, cfg_ref.method(m), cfg_ref.split("LOCO")
+        )
+    paths = run_benchmark(cfg)
+    for p, ref in zip(paths, ref_paths, strict=True):  # batches collated in a worker: the same run
+        got, want = json.loads(p.read_text()), json.loads(ref.read_text())
+        assert got["metrics"] == want["metrics"] and got["test_predictions"] == want["test_predictions"]
+    with pytest.raises(ValueError, match=r"training.num_workers must be >= 0, got -1"):
+        config_from_dict({**raw, "training": {**raw["training"], "num_workers": -1}})
+
+
 def test_parse_shard():
     assert parse_shard(None) is None
     assert parse_shard("1/3") == (1, 3) and parse_shard((0, 1)) == (0, 1)

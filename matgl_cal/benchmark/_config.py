@@ -114,8 +114,12 @@ class TrainingConfig:
         select: ``"best_val"``: evaluate the weights of the epoch with the lowest validation MAE
             (kept in memory); ``"last"``: the weights after the last epoch.
         accelerator: Lightning accelerator (``"auto"``, ``"cpu"``, ``"gpu"``, ...). Every run uses one
-            device (``devices=1``); to use several GPUs, run several benchmarks side by side.
+            device (``devices=1``); to use several GPUs, run shards side by side (``mgl-cal benchmark
+            CONFIG --shard I/N``, one GPU each).
         deterministic: Lightning ``Trainer(deterministic=...)``.
+        num_workers: DataLoader worker processes that collate batches (0: in the main process). The
+            batch order comes from the main process, so results do not depend on it and it is not part
+            of the record fingerprint; on a GPU, collation on the CPU is what bounds an epoch.
     """
 
     epochs: int = 12
@@ -130,6 +134,7 @@ class TrainingConfig:
     select: str = "best_val"
     accelerator: str = "auto"
     deterministic: bool = False
+    num_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -344,6 +349,7 @@ def _training(raw: Any) -> TrainingConfig:
         select=_str(t.get("select", d.select), "training.select", choices=_SELECT),  # type: ignore[arg-type]
         accelerator=_str(t.get("accelerator", d.accelerator), "training.accelerator"),  # type: ignore[arg-type]
         deterministic=deterministic,
+        num_workers=_int(t.get("num_workers", d.num_workers), "training.num_workers", minimum=0),  # type: ignore[arg-type]
     )
 
 

@@ -351,6 +351,7 @@ def _fingerprint(cfg: BenchmarkConfig, method: MethodConfig, split: SplitConfig)
     """Hash of every setting that changes the result of one run (not seeds lists, other methods or devices)."""
     training = asdict(cfg.training)
     training.pop("accelerator")
+    training.pop("num_workers")  # collation only: the same batches in the same order
     payload = {
         "dataset": cfg.dataset,
         "target": cfg.target,
@@ -425,13 +426,18 @@ def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: d
         batch_size=tr.batch_size,
         shuffle=True,
         collate_fn=collate_fn_graph,
-        num_workers=0,
+        num_workers=tr.num_workers,
+        persistent_workers=tr.num_workers > 0,
         generator=gen,
     )
 
     def eval_loader(name: str) -> DataLoader:
         return DataLoader(
-            subsets[name], batch_size=tr.batch_size, shuffle=False, collate_fn=collate_fn_graph, num_workers=0
+            subsets[name],
+            batch_size=tr.batch_size,
+            shuffle=False,
+            collate_fn=collate_fn_graph,
+            num_workers=tr.num_workers,
         )
 
     best = _BestWeights()
