@@ -24,3 +24,8 @@ install_packages() {  # SKIP_INSTALL=1: the packages are already importable (e.g
   "$PY" -c "import torch, matgl, matgl_cal, pymatgen.core, ase; print('torch', torch.__version__, 'matgl', matgl.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" \
     >>"$OUT/stages.txt" 2>&1 || { log "import failed"; return 1; }
 }
+
+run_cuda_tests() {  # tests/test_cuda.py, at most 150 s; output in $OUT/cuda_tests.txt
+  timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py >"$OUT/cuda_tests.txt" 2>&1
+  log "   pytest exit $?: $(tail -n 1 "$OUT/cuda_tests.txt")"
+}

@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 # every anti-forgetting option explicitly off unless the method asks for it (not the library defaults)
                 extra = {"l2sp": 0.0, "wise_ft": False, "max_force_drift": None}
                 if spec.get("anti_forgetting"):
-                    extra = {"distill": distill, "replay_ratio": args.replay_ratio, "l2sp": args.l2sp, "wise_ft": True,
-                             "max_force_drift": None}
+                    extra.update(distill=distill, replay_ratio=args.replay_ratio, l2sp=args.l2sp, wise_ft=True)
                 if spec.get("anchor"):
                     extra["anchor_forces"] = args.anchor_forces
                 if spec.get("bound"):

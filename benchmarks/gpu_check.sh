@@ -24,8 +24,7 @@ if [ -n "${MATGL_CAL_DATA:-}" ]; then
 fi
 
 log "2. CUDA tests"
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py >"$OUT/cuda_tests.txt" 2>&1
-log "   pytest exit $?: $(tail -n 1 "$OUT/cuda_tests.txt")"
+run_cuda_tests
 
 if [ -z "${MATGL_CAL_DATA:-}" ]; then log "MATGL_CAL_DATA unset: stages 3-5 need the shared data"; exit 0; fi
 

@@ -26,8 +26,7 @@ log "2. graphs of $CONFIG, and the CUDA tests"
 OMP_NUM_THREADS=8 "$PY" -m matgl_cal.cli benchmark "$CONFIG" --prepare >"$OUT/prepare.txt" 2>&1 &
 PREP=$!
 if [ "${CUDA_TESTS:-1}" = 1 ]; then
-  OMP_NUM_THREADS=4 timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py >"$OUT/cuda_tests.txt" 2>&1
-  log "   pytest exit $?: $(tail -n 1 "$OUT/cuda_tests.txt")"
+  OMP_NUM_THREADS=4 run_cuda_tests
 fi
 wait "$PREP"
 log "   graphs: exit $?: $(tail -n 1 "$OUT/prepare.txt")"
