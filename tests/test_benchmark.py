@@ -273,6 +273,18 @@ def test_plan_runs_checks_families_and_folds(tiny_data, tmp_path):
         plan_runs(_tiny_config(tiny_data, tmp_path, splits=[{"family": "LOCO", "folds": 3}]))
 
 
+def test_run_one_rejects_a_bad_fold_before_loading_structures(tiny_data, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the structures were loaded before the fold key was checked")
+
+    monkeypatch.setattr("matgl_cal.datasets.load_dataset", boom)
+    cfg = _tiny_config(tiny_data, tmp_path)
+    with pytest.raises(ValueError, match=r"unknown fold_key '7' for family 'LOCO'; available: \['0', '1'\]"):
+        run_one(cfg, "erm", "LOCO", 7, 0)
+    with pytest.raises(ValueError, match=r"fold of the random split is its seed"):
+        run_one(_tiny_config(tiny_data, tmp_path, splits=[{"family": "random", "folds": 1}]), "erm", "random", "x", 0)
+
+
 def test_end_to_end_records(tiny_run):
     cfg, paths, out = tiny_run
     assert [p.name for p in paths] == ["erm__LOCO__0__0.json", "cal__LOCO__0__0.json"]
@@ -306,6 +318,7 @@ def test_resume_skips_existing_records(tiny_run, monkeypatch):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(runner_mod, "_train_and_record", boom)
+    monkeypatch.setattr("matgl_cal.datasets.load_dataset", boom)  # nothing left to run: no structures loaded
     assert run_benchmark(cfg) == paths
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
     # changed settings for the same record file: refuse instead of silently mixing results

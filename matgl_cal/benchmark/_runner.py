@@ -21,6 +21,7 @@ Protocol (identical for every method, see ``docs/DESIGN.md``):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -108,21 +109,32 @@ def record_path(config: BenchmarkConfig, spec: RunSpec) -> Path:
 
 
 class _Data:
-    """Dataset, fold files and cached graphs shared by the runs of one benchmark."""
+    """Dataset, fold files and cached graphs shared by the runs of one benchmark.
+
+    The structures are loaded on first use, so planning and fold-key checks read the fold files only.
+    """
 
     def __init__(self, config: BenchmarkConfig) -> None:
-        from matgl_cal.datasets import load_dataset
-
         self.config = config
-        log.info("Loading dataset %s", config.dataset)
-        self.dataset = load_dataset(
-            config.dataset, data_dir=config.data_dir, target=config.target, cache_dir=config.cache_dir
-        )
         self._folds: dict[str, Any] = {}
-        self._natoms = np.array([len(s) for s in self.dataset.structures])
         self._graphs: Any = None
         self._graph_pos: dict[int, int] = {}
         self._composition_features: np.ndarray | None = None
+
+    @functools.cached_property
+    def dataset(self) -> Any:
+        """The benchmark's dataset (structures, targets, ids), loaded once."""
+        from matgl_cal.datasets import load_dataset
+
+        log.info("Loading dataset %s", self.config.dataset)
+        return load_dataset(
+            self.config.dataset, data_dir=self.config.data_dir, target=self.config.target,
+            cache_dir=self.config.cache_dir,
+        )
+
+    @functools.cached_property
+    def _natoms(self) -> np.ndarray:
+        return np.array([len(s) for s in self.dataset.structures])
 
     def fold_source(self, family: str) -> Any:
         from matgl_cal.datasets import MATBENCH_CV, load_matbench_cv_folds, load_ood_folds
@@ -250,15 +262,7 @@ def plan_runs(
     """
     cfg = _as_config(config)
     shard_pair = parse_shard(shard)
-    return _shard_of(_plan(cfg, _FoldsOnly(cfg)), shard_pair)
-
-
-class _FoldsOnly(_Data):
-    """Fold-file access without loading the structures (for planning)."""
-
-    def __init__(self, config: BenchmarkConfig) -> None:  # noqa: D107
-        self.config = config
-        self._folds = {}
+    return _shard_of(_plan(cfg, _Data(cfg)), shard_pair)
 
 
 def _plan(cfg: BenchmarkConfig, data: _Data) -> list[RunSpec]:
@@ -679,8 +683,8 @@ def prepare_benchmark(config: BenchmarkConfig | Mapping[str, Any] | str | os.Pat
         ValueError: Unknown split family or fold key.
     """
     cfg = _as_config(config)
-    specs = plan_runs(cfg)
     data = _Data(cfg)
+    specs = _plan(cfg, data)
     return _convert_all(data, _all_parts(cfg, data, specs))
 
 
@@ -723,8 +727,9 @@ def run_benchmark(
     """
     cfg = _as_config(config)
     shard_pair = parse_shard(shard)
-    all_specs = plan_runs(cfg)
-    specs = _shard_of(all_specs, shard_pair)  # the same as plan_runs(cfg, shard=shard), without reading the folds twice
+    data = _Data(cfg)  # loads the structures only if some run is left to do
+    all_specs = _plan(cfg, data)
+    specs = _shard_of(all_specs, shard_pair)  # the same as plan_runs(cfg, shard=shard)
     paths = [record_path(cfg, s) for s in specs]
     todo = []
     for spec, path in zip(specs, paths, strict=True):
@@ -738,7 +743,6 @@ def run_benchmark(
     )
     if not todo:
         return paths
-    data = _Data(cfg)
     # the graphs of all runs, not only this call's: one cache entry serves every shard and every resume
     parts_of = _all_parts(cfg, data, all_specs)
     _convert_all(data, parts_of)
