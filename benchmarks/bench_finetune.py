@@ -19,9 +19,10 @@ Methods (same data, splits, seeds and budget for each):
   (WiSE-FT may only pick mixing coefficients whose force drift on the 60 distillation structures stays
   within it; the retention set is 30 other structures, so the bound is checked on data it never saw);
   cal+defaults: a bare ``finetune_adversarial(model, target)`` call, i.e. the library's defaults (L2-SP 10,
-  WiSE-FT, 0.02 eV/A drift bound probed on the target structures rattled by 0.05 A, no distillation) with the
+  WiSE-FT, 0.02 eV/A drift bound probed on the target structures rattled by 0.1 A, no distillation) with the
   same budget; finetune+defaults: the same call with ``adversarial=False`` (conventional fine-tuning with the
-  library's defaults).
+  library's defaults). Records named ``cal+defaults-probe0.05`` / ``finetune+defaults-probe0.05`` in the committed
+  results were made before the drift probe's rattle went from 0.05 A to 0.1 A (RESULTS.md section 2, round 7).
 Every fine-tuning refits its energy offset on all n target structures after training (the baselines use all
 n too; the network itself sees the 75 % fit part, the other 25 % drive early stopping and WiSE-FT).
 

@@ -520,7 +520,7 @@ def test_defaults_bound_the_forgetting(tiny_potential):
 
 
 def test_drift_probe_is_distill_else_source_else_rattled_targets():
-    from matgl_cal.finetune import _drift_probe_structures
+    from matgl_cal.finetune import PROBE_RATTLE, _drift_probe_structures
 
     data = energy_only(emt_atoms(3))
     source = energy_only(emt_atoms(2, seed=4))
@@ -529,11 +529,16 @@ def test_drift_probe_is_distill_else_source_else_rattled_targets():
     assert _drift_probe_structures(None, source, data, 0) == source.structures
     probe = _drift_probe_structures(None, None, data, 0)
     again = _drift_probe_structures(None, None, data, 0)
-    for p, a, s_ in zip(probe, again, data.structures, strict=True):
+    expected = rattled(data.structures, amplitude=PROBE_RATTLE, seed=0)
+    assert PROBE_RATTLE == 0.1
+    shifts = []
+    for p, a, e, s_ in zip(probe, again, expected, data.structures, strict=True):
         assert p.species == s_.species and np.allclose(p.cart_coords, a.cart_coords)  # same seed, same probe
+        assert np.allclose(p.cart_coords, e.cart_coords)
         frac = p.frac_coords - s_.frac_coords
-        shift = np.linalg.norm((frac - np.round(frac)) @ s_.lattice.matrix, axis=1)  # minimum image
-        assert 0 < shift.max() < 0.5  # displaced, by about 0.05 A per axis
+        shifts.append((frac - np.round(frac)) @ s_.lattice.matrix)  # minimum image, A
+    per_axis = np.concatenate(shifts).std()
+    assert 0.05 < per_axis < 0.2  # displaced by about PROBE_RATTLE per axis
 
 
 def test_distill_structures_are_labelled_once_for_replay_and_the_drift_bound(tiny_potential, monkeypatch):
