@@ -163,7 +163,7 @@ def test_toml_and_yaml_files(tmp_path):
             r"training.select must be one of \['best_val', 'last'\], got 'best'",
         ),
         ({"training": {"max_train": "400"}}, TypeError, r"training.max_train must be an int or absent, got str"),
-        ({"model": {"family": "TensorNet"}}, ValueError, r"model.family must be one of \['M3GNet', 'MEGNet'\]"),
+        ({"model": {"family": "SchNet"}}, ValueError, r"model.family must be one of \['M3GNet', 'MEGNet', 'TensorNet'\]"),
         (
             {"dataset": "matbench_dielectrics"},
             ValueError,
@@ -308,6 +308,16 @@ def test_end_to_end_records(tiny_run):
     # the same seed gives the same training-set standardisation and different methods the same data
     assert cal["data_mean"] == recs["erm"]["data_mean"]
     assert cal["test_predictions"]["y_true"] == recs["erm"]["test_predictions"]["y_true"]
+
+
+@pytest.mark.parametrize("family", ["MEGNet", "TensorNet"])
+def test_other_model_families_run(tiny_data, tmp_path, family):
+    model = {"family": family, "units": 8, "nblocks": 1, "cutoff": b.CUTOFF}
+    cfg = _tiny_config(tiny_data, tmp_path, model=model)
+    rec = run_one(cfg, "cal", "LOCO", 0, 0)
+    assert rec["config"]["model"]["family"] == family
+    assert rec["optimizer_steps"]["adversarial"] == 1 and math.isfinite(rec["metrics"]["test"]["mae"])
+    assert set(rec["cal"]) >= {"cost_min", "cost_max"}
 
 
 def test_resume_skips_existing_records(tiny_run, monkeypatch):

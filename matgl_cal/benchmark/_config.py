@@ -65,7 +65,7 @@ RANDOM_FAMILY = "random"
 #: property-range split (``"top"``, ``"bottom"``), the held-out elements of a chemistry split (``"O"``, ``"F"``),
 #: or the held-out K-means clusters on composition features (``0`` .. ``n_clusters - 1``).
 SPLIT_MAKER_FAMILIES = ("property_range", "chemistry", "cluster")
-_MODEL_FAMILIES = ("M3GNet", "MEGNet")
+_MODEL_FAMILIES = ("M3GNet", "MEGNet", "TensorNet")
 _LOSSES = ("l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss")
 _SELECT = ("best_val", "last")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -76,12 +76,12 @@ class ModelConfig:
     """Model family and size.
 
     Attributes:
-        family: ``"M3GNet"`` or ``"MEGNet"`` (intensive property models).
+        family: ``"M3GNet"``, ``"MEGNet"`` or ``"TensorNet"`` (intensive property models).
         units: Width (``hidden`` of :func:`matgl_cal.training.build_model`): M3GNet ``units`` and
-            node/edge embedding sizes; MEGNet hidden widths.
+            node/edge embedding sizes; MEGNet hidden widths; TensorNet ``units``.
         nblocks: Interaction blocks.
         cutoff: Graph cutoff radius (Angstrom).
-        threebody_cutoff: M3GNet three-body cutoff (Angstrom); ignored by MEGNet.
+        threebody_cutoff: M3GNet three-body cutoff (Angstrom); ignored by MEGNet and TensorNet.
         max_n: M3GNet radial basis size.
         max_l: M3GNet angular basis size.
     """
