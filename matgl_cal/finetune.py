@@ -720,8 +720,8 @@ def _drift_probe_structures(distill: Sequence[Structure] | None, src: LabelledDa
 PROBE_RATTLE = 0.1
 """A: Gaussian displacement per axis of the target copies that probe the force drift when neither ``distill``
 nor ``source`` is given (thermal displacements near room temperature are of this size). On WBM, 0.05 A let the
-drift on held-out rattled MP structures exceed a 0.02 eV/A bound in 2-3 of 6 runs; 0.1 A in none
-(benchmarks/RESULTS.md section 2, round 7)."""
+drift on held-out rattled MP structures exceed a 0.02 eV/A bound in 7 of 18 runs of the bare calls; 0.1 A in
+none of 30 (benchmarks/RESULTS.md section 2, round 7)."""
 
 
 AUTO_FORCE_DRIFT = 0.02
