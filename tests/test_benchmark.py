@@ -495,6 +495,15 @@ def test_report_from_tiny_run(tiny_run):
     assert "| erm |" in text and "| cal |" in text and "run_benchmark" in text
     assert (out / "report" / "tiny_bar_LOCO.png").stat().st_size > 1000
     assert (out / "report" / "tiny_parity_LOCO_0.png").stat().st_size > 1000
+    assert "Model M3GNet (units 8, nblocks 1, cutoff 4.0, three-body cutoff 3.0)" in text
+    # families without three-body terms do not report a three-body cutoff
+    records = out / "tensornet_records"
+    records.mkdir()
+    for path in paths:
+        rec = json.loads(path.read_text())
+        rec["config"]["model"]["family"] = "TensorNet"
+        (records / path.name).write_text(json.dumps(rec))
+    assert "Model TensorNet (units 8, nblocks 1, cutoff 4.0);" in make_report(records, out / "tn").read_text()
 
 
 # ----------------------------------------------------------------------------- report from synthetic records
