@@ -1,0 +1,67 @@
+"""Paired comparison of two arms that live in different benchmark record folders.
+
+``mgl-cal report`` compares the methods of one folder. Some controls need their own config, for example ERM
+trained for more epochs (`*_cpu_loco10_erm14`), and their records then sit beside another config's. This
+script pairs ``A`` with ``B`` on the (split, fold, seed) runs both have and prints the mean relative change
+of the test MAE, the paired test of ``matgl_cal.benchmark.paired_test`` and the pairs where ``A`` is lower.
+
+Arms are ``RECORDS_DIR:METHOD``. Run (RESULTS.md section 6, round 7):
+
+    python benchmarks/compare_records.py \\
+        benchmarks/results/log_gvrh_cpu_loco10_erm14/records:erm \\
+        benchmarks/results/log_gvrh_cpu_loco10/records:erm \\
+        benchmarks/results/log_gvrh_cpu_loco10/records:cal ...
+
+The first arm is compared with the second, and every further arm with the first two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from matgl_cal.benchmark import load_records, paired_test
+
+
+def _arm(spec: str) -> tuple[str, dict[tuple[str, str, int], float]]:
+    folder, sep, method = spec.rpartition(":")
+    if not sep or not folder or not method:
+        raise SystemExit(f"arm must be RECORDS_DIR:METHOD, got {spec!r}")
+    maes = {(r["split"], str(r["fold"]), int(r["seed"])): float(r["metrics"]["test"]["mae"])
+            for r in load_records(folder) if r["method"] == method}
+    if not maes:
+        raise SystemExit(f"no records of method {method!r} in {folder}")
+    return spec, maes
+
+
+def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:
+    """One markdown row: A vs B over their common runs."""
+    keys = sorted(set(a[1]) & set(b[1]))
+    if not keys:
+        return f"| {a[0]} vs {b[0]} | no common runs | | |"
+    x = np.array([a[1][k] for k in keys])
+    y = np.array([b[1][k] for k in keys])
+    rel = x / y - 1.0
+    p, test = paired_test(x, y)
+    return (f"| {a[0]} vs {b[0]} | {100 * rel.mean():+.1f} % | {p:.2g} ({test}, n={len(keys)}) "
+            f"| {int((rel < 0).sum())}/{len(keys)} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("arms", nargs="+", help="RECORDS_DIR:METHOD, at least two")
+    args = parser.parse_args(argv)
+    if len(args.arms) < 2:
+        parser.error("give at least two arms")
+    arms = [_arm(s) for s in args.arms]
+    rows = ["| comparison | Δ test MAE | p | pairs lower |", "|---|---|---|---|", compare(arms[0], arms[1])]
+    for other in arms[2:]:
+        rows += [compare(other, arms[0]), compare(other, arms[1])]
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
