@@ -601,3 +601,23 @@ def test_report_errors(tmp_path):
     with pytest.raises(ValueError, match=r"is not a benchmark record"):
         load_records(tmp_path / "r")
 
+
+
+def test_compare_records_script_pairs_arms_across_folders(capsys):
+    """benchmarks/compare_records.py on committed records reproduces the equal-step numbers of RESULTS.md."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("compare_records", root / "benchmarks" / "compare_records.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = root / "benchmarks" / "results"
+    longer = f"{res / 'dielectric_cpu_loco10_erm14' / 'records'}:erm"
+    base = f"{res / 'dielectric_cpu_loco10' / 'records'}"
+    assert mod.main([longer, f"{base}:erm", f"{base}:cal"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 5
+    assert "| -2.5 % | 0.0047 (wilcoxon, n=30) | 23/30 |" in rows[2]
+    assert rows[3].endswith("| +1.5 % | 0.36 (wilcoxon, n=30) | 11/30 |")
+    with pytest.raises(SystemExit, match=r"no records of method 'nope'"):
+        mod.main([longer, f"{base}:nope"])
