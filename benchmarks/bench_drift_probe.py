@@ -38,7 +38,7 @@ from pymatgen.core import Lattice, Structure
 
 from bench_finetune import MODEL, load_mp_binaries, load_wbm
 from matgl_cal import evaluate, finetune_adversarial, load_pretrained, rattled
-from matgl_cal.finetune import _pretrained_labels
+from matgl_cal.finetune import _mixed_state, _pretrained_labels
 from matgl_cal.models import clone_model
 
 ALPHAS = [round(a, 1) for a in np.linspace(0.0, 1.0, 11)]
@@ -90,8 +90,7 @@ def curves(args: argparse.Namespace) -> list[dict]:
             work = clone_model(tuned)
             drift: dict[str, list[float]] = {k: [] for k in sets}
             for a in ALPHAS:
-                work.load_state_dict({k: base[k] + a * (final[k] - base[k]) if final[k].is_floating_point()
-                                      else final[k] for k in final})
+                work.load_state_dict(_mixed_state(base, final, a))
                 work.eval()
                 for k, d in sets.items():
                     drift[k].append(evaluate(work, d)["force_mae"])

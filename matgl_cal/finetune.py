@@ -605,18 +605,20 @@ def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None,
     final = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
     best = (math.inf, 0.0)
     for a in np.linspace(0.0, 1.0, 11):
-        mixed = {k: base[k] + float(a) * (final[k] - base[k]) if final[k].is_floating_point() else final[k]
-                 for k in final}
-        tuned.load_state_dict(mixed)
+        tuned.load_state_dict(_mixed_state(base, final, float(a)))
         if a > 0 and any(g.value(tuned) > g.limit for g in guards):
             break  # drift and source error grow with a: larger coefficients are not tried
         score = _selection_error(tuned, val_data) if val_data is not None else -float(a)
         if score < best[0] - 1e-12:
             best = (score, float(a))
     a = best[1]
-    tuned.load_state_dict({k: base[k] + a * (final[k] - base[k]) if final[k].is_floating_point() else final[k]
-                           for k in final})
+    tuned.load_state_dict(_mixed_state(base, final, a))
     return a, tuned
+
+
+def _mixed_state(base: dict[str, torch.Tensor], final: dict[str, torch.Tensor], a: float) -> dict[str, torch.Tensor]:
+    """WiSE-FT weights ``base + a (final - base)`` (floating-point entries; integer buffers from ``final``)."""
+    return {k: base[k] + a * (final[k] - base[k]) if final[k].is_floating_point() else final[k] for k in final}
 
 
 def _replay_data(

@@ -119,7 +119,6 @@ class _Data:
         self._folds: dict[str, Any] = {}
         self._graphs: Any = None
         self._graph_pos: dict[int, int] = {}
-        self._composition_features: np.ndarray | None = None
 
     @functools.cached_property
     def dataset(self) -> Any:
@@ -135,6 +134,12 @@ class _Data:
     @functools.cached_property
     def _natoms(self) -> np.ndarray:
         return np.array([len(s) for s in self.dataset.structures])
+
+    @functools.cached_property
+    def _composition_features(self) -> np.ndarray:
+        from matgl_cal.splits import composition_features
+
+        return composition_features(self.dataset.structures)
 
     def fold_source(self, family: str) -> Any:
         from matgl_cal.datasets import MATBENCH_CV, load_matbench_cv_folds, load_ood_folds
@@ -207,7 +212,7 @@ class _Data:
 
     def _made_split(self, split: SplitConfig, fold: str) -> Any:
         """A split of :mod:`matgl_cal.splits` (validation drawn with seed 0: the same split for every run seed)."""
-        from matgl_cal.splits import chemistry_split, cluster_split, composition_features, property_range_split
+        from matgl_cal.splits import chemistry_split, cluster_split, property_range_split
 
         if split.family == "property_range":
             return property_range_split(
@@ -215,8 +220,6 @@ class _Data:
             )
         if split.family == "chemistry":
             return chemistry_split(self.dataset.structures, elements=fold, val_fraction=split.val_fraction, seed=0)
-        if self._composition_features is None:
-            self._composition_features = composition_features(self.dataset.structures)
         return cluster_split(
             self._composition_features,
             n_clusters=split.n_clusters,
