@@ -13,7 +13,9 @@ the reported source change is measured on the fold's validation part, which fine
 L2-SP 10, WiSE-FT, ``max_source_increase="auto"`` = 0.05); "finetune+defaults" is the same call with
 ``adversarial=False``.
 
-Run: ``python benchmarks/bench_finetune_property.py --json out.json``; prints a markdown table.
+Run: ``python benchmarks/bench_finetune_property.py --json out.json``; prints two markdown tables: target MAE and
+source change (mean and worst run) per method, and the paired changes of each CAL arm against its conventional
+twin and of every arm against zero-shot. A rerun with every run recorded in ``--json`` only prints them.
 """
 
 from __future__ import annotations
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                                                seed=seed, progress=False, **extra)
                     record(method, res.model, time.perf_counter() - t1)
     print(table(results))
+    print()
+    print(paired_table(results))
     return 0
 
 
@@ -142,8 +146,34 @@ def table(results: list[dict]) -> str:
             mae = [r["target_rest_mae"] for r in rows]
             chg = [r["source_change_pct"] for r in rows]
             sd = f" ± {statistics.stdev(mae):.3f}" if len(mae) > 1 else ""
-            cells += [f"{statistics.mean(mae):.3f}{sd}", f"{statistics.mean(chg):+.1f} %"]
+            cells += [f"{statistics.mean(mae):.3f}{sd}", f"{statistics.mean(chg):+.1f} % (worst {max(chg):+.1f} %)"]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# Each CAL arm against its conventional twin (same options, adversarial=False) and both against zero-shot.
+PAIRS = [(m, m.replace("cal", "finetune", 1)) for m in METHODS if m.startswith("cal")]
+PAIRS += [(m, "zero_shot") for m in METHODS]
+
+
+def paired_table(results: list[dict]) -> str:
+    """Mean paired relative change of the target MAE (A vs B on the same fold, seed, n) and the pairs A wins."""
+    mae = {(r["method"], r["fold"], r["seed"], r["n_target"]): r["target_rest_mae"] for r in results}
+    ns = sorted({r["n_target"] for r in results})
+    lines = ["| comparison | " + " | ".join(f"n={n}: Δ target MAE (pairs better)" for n in ns) + " |",
+             "|---|" + "---|" * len(ns)]
+    for a, b in PAIRS:
+        cells = []
+        for n in ns:
+            keys = [(f, s) for (m, f, s, k) in mae if m == a and k == n and (b, f, s, n) in mae]
+            if not keys:
+                cells.append("")
+                continue
+            rel = [mae[(a, f, s, n)] / mae[(b, f, s, n)] - 1 for f, s in keys]
+            wins = sum(x < 0 for x in rel)
+            cells.append(f"{100 * statistics.mean(rel):+.1f} % ({wins}/{len(rel)})")
+        if any(cells):
+            lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -621,3 +621,22 @@ def test_compare_records_script_pairs_arms_across_folders(capsys):
     assert rows[3].endswith("| +1.5 % | 0.36 (wilcoxon, n=30) | 11/30 |")
     with pytest.raises(SystemExit, match=r"no records of method 'nope'"):
         mod.main([longer, f"{base}:nope"])
+
+
+def test_finetune_property_paired_table_reproduces_results_md():
+    """The paired rows of benchmarks/bench_finetune_property.py on the committed dielectric records (RESULTS.md s. 3)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bench_fp", root / "benchmarks" / "bench_finetune_property.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    results = json.loads((root / "benchmarks" / "results" / "finetune_property" / "results.json").read_text())
+    rows = mod.paired_table(results).splitlines()
+    assert "| cal vs finetune | -0.5 % (3/9) | -5.8 % (8/9) |" in rows
+    assert "| cal+defaults vs finetune+defaults | -1.9 % (5/9) | -1.0 % (6/9) |" in rows
+    assert "| cal+defaults vs zero_shot | -4.0 % (5/9) | -8.1 % (7/9) |" in rows
+    # a pair is only formed on the same (fold, seed, n): drop one run and its twin loses that pair
+    fewer = [r for r in results if not (r["method"] == "finetune" and r["fold"] == "3" and r["seed"] == 0)]
+    [row] = [row for row in mod.paired_table(fewer).splitlines() if row.startswith("| cal vs finetune |")]
+    assert row.count("/8)") == 2, row
