@@ -133,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(results: list[dict]) -> str:
+    """Target MAE (mean ± std) and source change (mean, worst run) per method that has records, per n."""
     ns = sorted({r["n_target"] for r in results})
     lines = ["| method | " + " | ".join(f"n={n}: target MAE | n={n}: source change" for n in ns) + " |",
              "|---|" + "---|---|" * len(ns)]
     for m in ["zero_shot", *METHODS]:
+        if not any(r["method"] == m for r in results):
+            continue
         cells = []
         for n in ns:
             rows = [r for r in results if r["method"] == m and r["n_target"] == n]
