@@ -31,6 +31,8 @@ from matgl_cal.datasets import DataFile, DatasetInfo, register_dataset, unregist
 
 import builders as b
 
+REPO = Path(__file__).resolve().parents[1]
+
 DATASET = "tiny_bench_test"
 
 
@@ -603,15 +605,20 @@ def test_report_errors(tmp_path):
 
 
 
-def test_compare_records_script_pairs_arms_across_folders(capsys):
-    """benchmarks/compare_records.py on committed records reproduces the equal-step numbers of RESULTS.md."""
+def _benchmark_script(name: str):
+    """Import ``benchmarks/<name>.py`` (a script directory, not a package) as a module."""
     import importlib.util
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("compare_records", root / "benchmarks" / "compare_records.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    res = root / "benchmarks" / "results"
+    return mod
+
+
+def test_compare_records_script_pairs_arms_across_folders(capsys):
+    """benchmarks/compare_records.py on committed records reproduces the equal-step numbers of RESULTS.md."""
+    mod = _benchmark_script("compare_records")
+    res = REPO / "benchmarks" / "results"
     longer = f"{res / 'dielectric_cpu_loco10_erm14' / 'records'}:erm"
     base = f"{res / 'dielectric_cpu_loco10' / 'records'}"
     assert mod.main([longer, f"{base}:erm", f"{base}:cal"]) == 0
@@ -625,13 +632,8 @@ def test_compare_records_script_pairs_arms_across_folders(capsys):
 
 def test_finetune_property_paired_table_reproduces_results_md():
     """The paired rows of benchmarks/bench_finetune_property.py on the committed dielectric records (RESULTS.md s. 3)."""
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("bench_fp", root / "benchmarks" / "bench_finetune_property.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    results = json.loads((root / "benchmarks" / "results" / "finetune_property" / "results.json").read_text())
+    mod = _benchmark_script("bench_finetune_property")
+    results = json.loads((REPO / "benchmarks" / "results" / "finetune_property" / "results.json").read_text())
     rows = mod.paired_table(results).splitlines()
     assert "| cal vs finetune | -0.5 % (3/9) | -5.8 % (8/9) |" in rows
     assert "| cal+defaults vs finetune+defaults | -1.9 % (5/9) | -1.0 % (6/9) |" in rows

@@ -4,7 +4,8 @@ Every record under ``benchmarks/results/<name>/records`` must come from ``benchm
 as it is now: its method, split family, fold and seed are in the config, and its settings fingerprint is
 the one the runner computes from the config (so ``mgl-cal benchmark`` would skip it, not retrain it or
 refuse it). The ``benchmark`` name inside a record may be older than the config's: two configs were renamed
-when folds were added (``log_gvrh_cpu_random5``, ``log_gvrh_cpu_sparseycluster5``; RESULTS.md section 6). An edited config whose old records were left behind fails here. Needs no data and trains nothing.
+when folds were added (``log_gvrh_cpu_random5``, ``log_gvrh_cpu_sparseycluster5``; RESULTS.md section 6).
+An edited config whose old records were left behind fails here. Needs no data and trains nothing.
 """
 
 from __future__ import annotations
