@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 #: Default perturbation budget per space (per row, L2 norm): std units for latent spaces.
 DEFAULT_BUDGETS = {"readout": 1.0, "embedding": 1.0, "positions": 0.05, "strain": 0.02}
 
+#: Where the adversarial batch's gradient goes: optimiser steps of its own, or into the normal step.
+PLACEMENTS = ("extra_steps", "in_step")
+
 
 class _Delta:
     """The perturbation of one adversarial step, created lazily at the first forward pass.
@@ -106,6 +109,14 @@ class AdversarialAugmentation(Callback):
             steps on the adversarial batch always use the full training loss.
         perturb: ``False`` runs the control arm: the same extra optimiser steps on the same hard
             batches, without any perturbation.
+        placement: How the adversarial batch reaches the model. ``"extra_steps"`` (the paper's partial
+            training): ``model_steps`` optimiser steps of their own after the normal step.
+            ``"in_step"``: no step of its own; ``adversarial_weight`` times the gradient of the adversarial
+            loss is added to the normal step's gradient before the optimiser steps (same number of
+            optimiser steps as ERM; needs ``model_steps=1``).
+        adversarial_weight: Weight of the adversarial loss in the normal step for ``placement="in_step"``
+            (> 0). Must stay 1.0 with ``"extra_steps"``, where a scale on the loss of its own Adam step
+            would change almost nothing.
         adversarial_pool: Training-set indices eligible as adversarial seeds (targeted CAL: the labelled
             target-domain samples, while ERM steps also see replayed source data). ``None``: all samples.
         std_momentum: Momentum of the running per-dimension standard deviation of latent covariates.
@@ -136,6 +147,8 @@ class AdversarialAugmentation(Callback):
         cost_params: Sequence[str] | None = None,
         adversarial_loss: str = "auto",
         perturb: bool = True,
+        placement: str = "extra_steps",
+        adversarial_weight: float = 1.0,
         adversarial_pool: Sequence[int] | None = None,
         std_momentum: float = 0.1,
         mc_samples: int = 8,
@@ -165,6 +178,19 @@ class AdversarialAugmentation(Callback):
             )
         if adversarial_loss not in ("auto", "total", "energy"):
             raise ValueError(f"adversarial_loss must be 'auto', 'total' or 'energy', got {adversarial_loss!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        _check_number("adversarial_weight", adversarial_weight, minimum=0.0, strict=True)
+        if placement == "extra_steps" and adversarial_weight != 1.0:
+            raise ValueError(
+                f"adversarial_weight={adversarial_weight} needs placement='in_step'; with 'extra_steps' the "
+                "adversarial batch gets optimiser steps of its own and the weight must stay 1.0"
+            )
+        if placement == "in_step" and model_steps != 1:
+            raise ValueError(
+                f"placement='in_step' adds one adversarial gradient to each normal step, so model_steps must be 1, "
+                f"got {model_steps}"
+            )
         _check_int("n_random_envs", n_random_envs, minimum=1)
         _check_number("alpha", alpha, minimum=0.0)
         if not alpha < 1.0:
@@ -196,6 +222,8 @@ class AdversarialAugmentation(Callback):
         #: Run readout-space attacks on the head only when the model allows it (same result, fewer passes).
         self.fast_readout = True
         self.perturb = perturb
+        self.placement = placement
+        self.adversarial_weight = float(adversarial_weight)
         if adversarial_pool is not None:
             pool = [int(i) for i in adversarial_pool]
             if not pool or min(pool) < 0:
@@ -217,6 +245,7 @@ class AdversarialAugmentation(Callback):
         self._task: Any = None
         self._env_labels: np.ndarray | None = None
         self._plan: list[list[int]] = []
+        self._batch_idx: int | None = None
         self._epoch_has_updates = False
 
     # ------------------------------------------------------------------ policy
@@ -300,11 +329,29 @@ class AdversarialAugmentation(Callback):
         self._plan = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)][:n_batches]
 
     @override
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._batch_idx = batch_idx
+
+    @override
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning calls this after the normal step's backward and before gradient clipping and the
+        # optimiser step, so the adversarial gradient added here is clipped and applied with it.
+        idx = self._batch_idx
+        if self.placement == "in_step" and idx is not None and idx < len(self._plan):
+            self._adversarial_step(trainer, pl_module, self._plan[idx], trainer.current_epoch)
+
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if batch_idx < len(self._plan):
+        self._batch_idx = None
+        if self.placement == "extra_steps" and batch_idx < len(self._plan):
             self._adversarial_step(trainer, pl_module, self._plan[batch_idx], trainer.current_epoch)
+
+    @property
+    def extra_optimizer_steps(self) -> int:
+        """Optimiser steps taken on adversarial batches beyond the normal ones (0 for ``"in_step"``)."""
+        return self.adversarial_steps_done * self.model_steps if self.placement == "extra_steps" else 0
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -530,14 +577,18 @@ class AdversarialAugmentation(Callback):
                 direction = cost_gradient_direction(
                     risk, cost_losses.mean(), params, step_delta.u  # type: ignore[arg-type]
                 )
-            optimizer.zero_grad(set_to_none=True)
-            with _no_sync(trainer):
-                loss.backward()
-            _all_reduce_grads(pl_module)
-            if trainer.gradient_clip_val:
-                torch.nn.utils.clip_grad_norm_(pl_module.parameters(), float(trainer.gradient_clip_val))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if self.placement == "in_step":
+                # Accumulate into the normal step's gradient; Lightning clips and steps afterwards.
+                self._add_gradient(trainer, pl_module, self.adversarial_weight * loss)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                with _no_sync(trainer):
+                    loss.backward()
+                _all_reduce_grads(pl_module)
+                if trainer.gradient_clip_val:
+                    torch.nn.utils.clip_grad_norm_(pl_module.parameters(), float(trainer.gradient_clip_val))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             adv_loss = loss.detach()
         if direction is not None:
             direction = _all_reduce_sum(direction.detach())
@@ -555,6 +606,28 @@ class AdversarialAugmentation(Callback):
             prog_bar=True,
             batch_size=parts.num_graphs,
         )
+
+    @staticmethod
+    def _add_gradient(trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        """Add ``d loss / d params`` to the gradients already there, averaged over DDP ranks.
+
+        The normal step's gradients are already synchronised (identical on every rank), so only the
+        added part is averaged: it is computed alone, reduced, then added.
+        """
+        params = [p for p in pl_module.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads, strict=True):
+            if g is None:
+                if not _distributed():
+                    continue
+                g = torch.zeros_like(p)  # every rank must join every all-reduce
+            if _distributed():
+                torch.distributed.all_reduce(g)
+                g = g / torch.distributed.get_world_size()
+            if p.grad is None:
+                p.grad = g.detach().clone()
+            else:
+                p.grad.add_(g)
 
     def _cost_on_energy(self) -> bool:
         if self.adversarial_loss == "auto":

@@ -99,6 +99,72 @@ def test_cal_changes_training_and_control_arm_keeps_costs():
     assert ctrl_cb.costs.costs is None and ctrl_cb.costs.n_updates == 0
 
 
+# ---------------------------------------------------------------- placement="in_step"
+class GradRecorder(L.Callback):
+    """Records every parameter's gradient just before each optimiser step (after all backward hooks)."""
+
+    def __init__(self) -> None:
+        self.grads: list[list[torch.Tensor]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # noqa: D102
+        self.grads.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in pl_module.parameters()])
+
+
+def _first_step_grads(callbacks) -> tuple[list[torch.Tensor], ModelLightningModule, ModelLightningModule]:
+    ds = b.property_dataset(12)
+    train, val = b.loaders(ds, 4, shuffle=False)
+    module = property_module()
+    initial = copy.deepcopy(module)
+    rec = GradRecorder()
+    trainer(1, [*callbacks, rec], limit_train_batches=1, num_sanity_val_steps=0).fit(module, train, val)
+    return rec.grads[0], initial, module
+
+
+@pytest.mark.parametrize("weight", [1.0, 2.5])
+def test_in_step_adds_weighted_gradient_of_the_hard_batch(weight):
+    """Reference: the step's gradient is grad(normal batch) + weight * grad(planned batch), computed by hand."""
+    erm_grads, initial, _ = _first_step_grads([])
+    cb = AdversarialAugmentation(
+        warmup_epochs=0, adversarial_batches=1, hardness=None, perturb=False, placement="in_step", adversarial_weight=weight
+    )
+    grads, _, _ = _first_step_grads([cb])
+    assert cb.adversarial_steps_done == 1 and cb.extra_optimizer_steps == 0
+    ds = b.property_dataset(12)
+    train, _ = b.loaders(ds, 4, shuffle=False)
+    task = make_task(initial)
+    parts = task.split(train.collate_fn([ds[i] for i in cb._plan[0]]))
+    initial.train()
+    hard = torch.autograd.grad(task.per_sample_loss(parts).mean(), list(initial.parameters()), allow_unused=True)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in hard)
+    for g_erm, g_hard, g in zip(erm_grads, hard, grads, strict=True):
+        expected = g_erm + (0 if g_hard is None else weight * g_hard)
+        torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_in_step_takes_as_many_optimiser_steps_as_erm_and_learns_costs():
+    def adam_steps(module):
+        opt_state = module.trainer.optimizers[0].state
+        return max(int(st["step"]) for st in opt_state.values())
+
+    _, erm_module = fit_losses([])
+    cb = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=2, placement="in_step")
+    cal, cal_module = fit_losses([cb])
+    extra = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=2)
+    _, extra_module = fit_losses([extra])
+    assert adam_steps(cal_module) == adam_steps(erm_module) == 9
+    assert adam_steps(extra_module) == 9 + 4 and extra.extra_optimizer_steps == 4
+    assert cb.adversarial_steps_done == 4 and cb.extra_optimizer_steps == 0
+    assert cb.costs.n_updates == 4
+    assert predictions(cal_module) != pytest.approx(predictions(erm_module))
+
+
+def test_in_step_zero_budget_is_erm():
+    erm, erm_module = fit_losses([])
+    cal, cal_module = fit_losses([AdversarialAugmentation(warmup_epochs=0, max_perturbation=0.0, placement="in_step")])
+    torch.testing.assert_close(torch.tensor(cal), torch.tensor(erm), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(predictions(cal_module), predictions(erm_module), rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------- every space on every family
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("space", SPACES)
@@ -382,6 +448,10 @@ def test_space_registry_accepts_user_space():
         ({"environments": "elements"}, ValueError, "environments must be one of"),
         ({"attack_optimizer": "lbfgs"}, ValueError, "attack_optimizer must be"),
         ({"adversarial_loss": "forces"}, ValueError, "adversarial_loss must be 'auto', 'total' or 'energy'"),
+        ({"placement": "inline"}, ValueError, r"placement must be one of \('extra_steps', 'in_step'\), got 'inline'"),
+        ({"placement": "in_step", "adversarial_weight": 0.0}, ValueError, "adversarial_weight must be > 0"),
+        ({"adversarial_weight": 0.5}, ValueError, "adversarial_weight=0.5 needs placement='in_step'"),
+        ({"placement": "in_step", "model_steps": 2}, ValueError, "model_steps must be 1, got 2"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):

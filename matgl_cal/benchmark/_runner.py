@@ -488,7 +488,7 @@ def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: d
     cal: dict[str, Any] | None = None
     adv_steps = 0
     if cal_cb is not None:
-        adv_steps = int(cal_cb.adversarial_steps_done) * cal_cb.model_steps
+        adv_steps = int(cal_cb.extra_optimizer_steps)
         stats = cal_cb.costs.stats()
         cal = {
             "cost_min": stats.get("cost_min"),
