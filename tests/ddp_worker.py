@@ -1,5 +1,6 @@
 """Run by tests/test_resume_ddp.py: CAL training on 2 CPU processes (gloo) with Lightning's "ddp"
-strategy, which re-launches this script for rank 1. Each rank saves its costs after every epoch."""
+strategy, which re-launches this script for rank 1. Each rank saves its costs and parameters after every
+epoch. Usage: ddp_worker.py OUT_DIR [PLACEMENT]."""
 
 from __future__ import annotations
 
@@ -26,15 +27,17 @@ class CostRecorder(L.Callback):
         if costs.costs is None:  # warm-up epoch
             return
         record = {"costs": costs.costs.clone(), "gamma": costs.gamma, "n_updates": costs.n_updates,
-                  "ranking": self.cal.ranking.clone(), "world_size": trainer.world_size}
+                  "ranking": self.cal.ranking.clone(), "world_size": trainer.world_size,
+                  "params": [p.detach().clone() for p in pl_module.parameters()]}
         torch.save(record, self.out / f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.pt")
 
 
-def main(out: Path) -> None:
+def main(out: Path, placement: str) -> None:
     torch.set_num_threads(1)
     ds = b.property_dataset(16)
     train, val = b.loaders(ds, 4)
-    cal = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=2, rerank_every=1, hardness="loss")
+    cal = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=2, rerank_every=1, hardness="loss",
+                                 placement=placement)
     torch.manual_seed(0)
     module = ModelLightningModule(model=b.tiny_model("M3GNet"), lr=2e-3)
     trainer = L.Trainer(
@@ -46,4 +49,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "extra_steps")

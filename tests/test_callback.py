@@ -165,6 +165,20 @@ def test_in_step_zero_budget_is_erm():
     torch.testing.assert_close(predictions(cal_module), predictions(erm_module), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("space", ["readout", "positions"])
+def test_in_step_on_potential_keeps_erm_step_count(space):
+    cb = AdversarialAugmentation(space=space, warmup_epochs=1, adversarial_batches=2, placement="in_step")
+    ds = b.potential_dataset(6)
+    train, val = b.loaders(ds, 3)
+    module = potential_module()
+    t = trainer(2, [cb], potential=True)
+    t.fit(module, train, val)
+    assert cb.adversarial_steps_done == 2 and cb.extra_optimizer_steps == 0
+    assert t.global_step == 4
+    assert max(int(st["step"]) for st in t.optimizers[0].state.values()) == 4
+    assert torch.isfinite(cb.costs.costs).all() and cb.costs.n_updates == 2
+
+
 # ---------------------------------------------------------------- every space on every family
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("space", SPACES)

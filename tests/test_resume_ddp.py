@@ -64,11 +64,12 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=2e-4)
 
 
-def test_ddp_ranks_hold_identical_costs(tmp_path):
+@pytest.mark.parametrize("placement", ["extra_steps", "in_step"])
+def test_ddp_ranks_hold_identical_costs_and_parameters(tmp_path, placement):
     worker = Path(__file__).resolve().parent / "ddp_worker.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run(
-        [sys.executable, str(worker), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(worker), str(tmp_path), placement], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -81,3 +82,6 @@ def test_ddp_ranks_hold_identical_costs(tmp_path):
         assert r0["gamma"] == r1["gamma"]
         assert torch.equal(r0["ranking"], r1["ranking"])
         assert not torch.equal(r0["costs"], torch.full_like(r0["costs"], 100.0))
+        # gradients of the adversarial batches are averaged over ranks, so the replicas stay identical
+        for p0, p1 in zip(r0["params"], r1["params"], strict=True):
+            torch.testing.assert_close(p0, p1, rtol=1e-6, atol=1e-7)
