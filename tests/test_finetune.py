@@ -69,6 +69,20 @@ def test_potential_with_forces(tiny_potential, adversarial):
     assert changed
 
 
+def test_in_step_placement_through_cal_kwargs(tiny_potential):
+    _, path = tiny_potential
+    kw = {**FAST, "l2sp": 0.0, "wise_ft": False, "seed": 3}
+    cal = {"placement": "in_step", "warmup_epochs": 0}
+    # zero budget switches the callback off: the same run without the adversarial gradient
+    plain = finetune_adversarial(path, emt_atoms(8), cal_kwargs={**cal, "max_perturbation": 0.0}, **kw)
+    in_step = finetune_adversarial(path, emt_atoms(8), cal_kwargs=cal, **kw)
+    assert not any("cal_adv_loss" in row for row in plain.history)
+    assert any("cal_adv_loss" in row for row in in_step.history)
+    assert any(
+        not torch.equal(p, q) for p, q in zip(plain.model.parameters(), in_step.model.parameters(), strict=True)
+    )
+
+
 def test_every_model_form_and_save_load_round_trip(tiny_potential, tmp_path, monkeypatch):
     pot, path = tiny_potential
     data = emt_atoms(6)
