@@ -68,7 +68,8 @@ class AdversarialAugmentation(Callback):
        ``hardness``; random samples when ``hardness=None``),
     2. attacks it: ``attack_steps`` steps of gradient ascent on
        ``L(f(x + delta), y) - gamma * mean_rows(sum_j w_j delta_j^2)`` inside the budget,
-    3. takes ``model_steps`` optimiser steps on the adversarial batch with the labels unchanged,
+    3. takes ``model_steps`` optimiser steps on the adversarial batch with the labels unchanged
+       (``placement="extra_steps"``), or adds its gradient to the normal step's (``"in_step"``),
     4. updates the per-dimension costs ``w`` from the environment-stratified risk by a
        Hessian-vector product,
 
@@ -329,7 +330,9 @@ class AdversarialAugmentation(Callback):
         self._plan = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)][:n_batches]
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._batch_idx = batch_idx
 
     @override
@@ -579,7 +582,7 @@ class AdversarialAugmentation(Callback):
                 )
             if self.placement == "in_step":
                 # Accumulate into the normal step's gradient; Lightning clips and steps afterwards.
-                self._add_gradient(trainer, pl_module, self.adversarial_weight * loss)
+                self._add_gradient(pl_module, self.adversarial_weight * loss)
             else:
                 optimizer.zero_grad(set_to_none=True)
                 with _no_sync(trainer):
@@ -608,7 +611,7 @@ class AdversarialAugmentation(Callback):
         )
 
     @staticmethod
-    def _add_gradient(trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+    def _add_gradient(pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         """Add ``d loss / d params`` to the gradients already there, averaged over DDP ranks.
 
         The normal step's gradients are already synchronised (identical on every rank), so only the

@@ -107,7 +107,8 @@ class GradRecorder(L.Callback):
         self.grads: list[list[torch.Tensor]] = []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # noqa: D102
-        self.grads.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in pl_module.parameters()])
+        params = pl_module.parameters()
+        self.grads.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params])
 
 
 def _first_step_grads(callbacks) -> tuple[list[torch.Tensor], ModelLightningModule, ModelLightningModule]:
@@ -125,7 +126,12 @@ def test_in_step_adds_weighted_gradient_of_the_hard_batch(weight):
     """Reference: the step's gradient is grad(normal batch) + weight * grad(planned batch), computed by hand."""
     erm_grads, initial, _ = _first_step_grads([])
     cb = AdversarialAugmentation(
-        warmup_epochs=0, adversarial_batches=1, hardness=None, perturb=False, placement="in_step", adversarial_weight=weight
+        warmup_epochs=0,
+        adversarial_batches=1,
+        hardness=None,
+        perturb=False,
+        placement="in_step",
+        adversarial_weight=weight,
     )
     grads, _, _ = _first_step_grads([cb])
     assert cb.adversarial_steps_done == 1 and cb.extra_optimizer_steps == 0
