@@ -617,16 +617,16 @@ class AdversarialAugmentation(Callback):
         The normal step's gradients are already synchronised (identical on every rank), so only the
         added part is averaged: it is computed alone, reduced, then added.
         """
+        distributed = _distributed()
         params = [p for p in pl_module.parameters() if p.requires_grad]
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for p, g in zip(params, grads, strict=True):
             if g is None:
-                if not _distributed():
+                if not distributed:
                     continue
                 g = torch.zeros_like(p)  # every rank must join every all-reduce
-            if _distributed():
-                torch.distributed.all_reduce(g)
-                g = g / torch.distributed.get_world_size()
+            if distributed:
+                _all_reduce_mean_(g)
             if p.grad is None:
                 p.grad = g.detach().clone()
             else:
@@ -687,11 +687,15 @@ def _all_reduce_grads(module: torch.nn.Module) -> None:
     """Average gradients over processes (the adversarial backward runs outside DDP's own sync)."""
     if not _distributed():
         return
-    world = torch.distributed.get_world_size()
     for p in module.parameters():
         if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad.div_(world)
+            _all_reduce_mean_(p.grad)
+
+
+def _all_reduce_mean_(t: torch.Tensor) -> None:
+    """Replace ``t`` in place by its mean over processes (call only when distributed)."""
+    torch.distributed.all_reduce(t)
+    t.div_(torch.distributed.get_world_size())
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,11 @@ def fit_losses(callbacks, epochs: int = 3, family: str = "M3GNet") -> tuple[list
     return rec.losses, module
 
 
+def adam_steps(optimizer: torch.optim.Optimizer) -> int:
+    """Optimiser steps taken, from Adam's per-parameter step counters."""
+    return max(int(state["step"]) for state in optimizer.state.values())
+
+
 def predictions(module: ModelLightningModule) -> torch.Tensor:
     task = make_task(module)
     loader, _ = b.loaders(b.property_dataset(12), 12, shuffle=False)
@@ -111,20 +116,21 @@ class GradRecorder(L.Callback):
         self.grads.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params])
 
 
-def _first_step_grads(callbacks) -> tuple[list[torch.Tensor], ModelLightningModule, ModelLightningModule]:
+def _first_step_grads(callbacks) -> tuple[list[torch.Tensor], ModelLightningModule]:
+    """Gradients of the first optimiser step, and a copy of the module as it was before it."""
     ds = b.property_dataset(12)
     train, val = b.loaders(ds, 4, shuffle=False)
     module = property_module()
     initial = copy.deepcopy(module)
     rec = GradRecorder()
     trainer(1, [*callbacks, rec], limit_train_batches=1, num_sanity_val_steps=0).fit(module, train, val)
-    return rec.grads[0], initial, module
+    return rec.grads[0], initial
 
 
 @pytest.mark.parametrize("weight", [1.0, 2.5])
 def test_in_step_adds_weighted_gradient_of_the_hard_batch(weight):
     """Reference: the step's gradient is grad(normal batch) + weight * grad(planned batch), computed by hand."""
-    erm_grads, initial, _ = _first_step_grads([])
+    erm_grads, initial = _first_step_grads([])
     cb = AdversarialAugmentation(
         warmup_epochs=0,
         adversarial_batches=1,
@@ -133,7 +139,7 @@ def test_in_step_adds_weighted_gradient_of_the_hard_batch(weight):
         placement="in_step",
         adversarial_weight=weight,
     )
-    grads, _, _ = _first_step_grads([cb])
+    grads, _ = _first_step_grads([cb])
     assert cb.adversarial_steps_done == 1 and cb.extra_optimizer_steps == 0
     ds = b.property_dataset(12)
     train, _ = b.loaders(ds, 4, shuffle=False)
@@ -148,17 +154,13 @@ def test_in_step_adds_weighted_gradient_of_the_hard_batch(weight):
 
 
 def test_in_step_takes_as_many_optimiser_steps_as_erm_and_learns_costs():
-    def adam_steps(module):
-        opt_state = module.trainer.optimizers[0].state
-        return max(int(st["step"]) for st in opt_state.values())
-
     _, erm_module = fit_losses([])
     cb = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=2, placement="in_step")
     cal, cal_module = fit_losses([cb])
     extra = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=2)
     _, extra_module = fit_losses([extra])
-    assert adam_steps(cal_module) == adam_steps(erm_module) == 9
-    assert adam_steps(extra_module) == 9 + 4 and extra.extra_optimizer_steps == 4
+    assert adam_steps(cal_module.trainer.optimizers[0]) == adam_steps(erm_module.trainer.optimizers[0]) == 9
+    assert adam_steps(extra_module.trainer.optimizers[0]) == 9 + 4 and extra.extra_optimizer_steps == 4
     assert cb.adversarial_steps_done == 4 and cb.extra_optimizer_steps == 0
     assert cb.costs.n_updates == 4
     assert predictions(cal_module) != pytest.approx(predictions(erm_module))
@@ -181,7 +183,7 @@ def test_in_step_on_potential_keeps_erm_step_count(space):
     t.fit(module, train, val)
     assert cb.adversarial_steps_done == 2 and cb.extra_optimizer_steps == 0
     assert t.global_step == 4
-    assert max(int(st["step"]) for st in t.optimizers[0].state.values()) == 4
+    assert adam_steps(t.optimizers[0]) == 4
     assert torch.isfinite(cb.costs.costs).all() and cb.costs.n_updates == 2
 
 
