@@ -93,9 +93,10 @@ class AdversarialAugmentation(Callback):
         rerank_every: Re-rank the training set by hardness every this many epochs (>= 1).
         hardness: ``"loss"`` (the paper's), ``"mc_dropout"`` (label-free uncertainty), or ``None``
             (adversarial batches drawn at random).
-        environments: ``"anion"`` (default), ``"chemsys"``, ``"random"`` (the paper's), or one label
-            per training sample.
+        environments: ``"anion"`` (default), ``"chemsys"``, ``"cluster"`` (K-means clusters of the
+            training compositions), ``"random"`` (the paper's), or one label per training sample.
         n_random_envs: Number of groups per batch for ``environments="random"``.
+        n_cluster_envs: Number of composition clusters for ``environments="cluster"`` (>= 2).
         alpha: Stratified-risk strength in ``[0, 1)``; ``a_t = alpha / sqrt(epoch + 1)``.
         initial_cost: Starting value of every cost ``w_j``.
         cost_step: Largest change of one cost in one update (normalised step). ``0`` keeps the costs
@@ -142,6 +143,7 @@ class AdversarialAugmentation(Callback):
         hardness: str | None = "loss",
         environments: str | Sequence[Any] = "anion",
         n_random_envs: int = 4,
+        n_cluster_envs: int = 4,
         alpha: float = 0.5,
         initial_cost: float = 100.0,
         cost_step: float = 10.0,
@@ -193,6 +195,7 @@ class AdversarialAugmentation(Callback):
                 f"got {model_steps}"
             )
         _check_int("n_random_envs", n_random_envs, minimum=1)
+        _check_int("n_cluster_envs", n_cluster_envs, minimum=2)
         _check_number("alpha", alpha, minimum=0.0)
         if not alpha < 1.0:
             raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
@@ -217,6 +220,7 @@ class AdversarialAugmentation(Callback):
         self.hardness = hardness
         self.environments = environments if isinstance(environments, str) else list(environments)
         self.n_random_envs = n_random_envs
+        self.n_cluster_envs = n_cluster_envs
         self.alpha = float(alpha)
         self.cost_params = None if cost_params is None else list(cost_params)
         self.adversarial_loss = adversarial_loss
@@ -298,7 +302,11 @@ class AdversarialAugmentation(Callback):
                 f"{len(dataset)} samples"
             )
         self._env_labels = environment_labels(
-            dataset, getattr(self._task.model, "element_types", ()), self.environments
+            dataset,
+            getattr(self._task.model, "element_types", ()),
+            self.environments,
+            n_clusters=self.n_cluster_envs,
+            seed=self.seed,
         )
 
     @override

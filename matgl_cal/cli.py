@@ -115,7 +115,9 @@ def _add_train(subparsers: Any) -> None:
     c.add_argument("--adversarial-batches", type=int, metavar="P", help="adversarial batches per epoch")
     c.add_argument("--warmup-epochs", type=int, metavar="N", help="epochs of plain training first")
     c.add_argument("--hardness", choices=["loss", "mc_dropout", "none"], help="how hard samples are ranked")
-    c.add_argument("--environments", choices=["anion", "chemsys", "random"], help="environments of the risk")
+    c.add_argument(
+        "--environments", choices=["anion", "chemsys", "cluster", "random"], help="environments of the risk"
+    )
     c.add_argument(
         "--max-perturbation",
         type=float,

@@ -6,21 +6,25 @@
   nitrides, ... and the element itself for elemental solids): chemically meaningful groups of
   useful size, computed from the graph's node types with no user work. The default.
 * ``"chemsys"``: the chemical system (e.g. ``"Li-O-P"``); fine-grained, best for large batches.
+* ``"cluster"``: K-means clusters of the training set's compositions (the descriptor of
+  :func:`matgl_cal.splits.composition_features`): the kind of groups leave-one-cluster-out
+  splits hold out, so the stratified risk sees the heterogeneity a cluster shift tests.
 * a sequence of per-sample labels (any hashables, one per training sample, in dataset order).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from pymatgen.core import Element
+from pymatgen.core import Composition, Element
 
 __all__ = ["BUILTIN_ENVIRONMENTS", "environment_labels", "structure_group"]
 
-BUILTIN_ENVIRONMENTS = ("random", "anion", "chemsys")
+BUILTIN_ENVIRONMENTS = ("random", "anion", "chemsys", "cluster")
 
 
 def structure_group(symbols: Sequence[str], kind: str) -> str:
@@ -46,7 +50,14 @@ def structure_group(symbols: Sequence[str], kind: str) -> str:
     raise ValueError(f"kind must be 'anion' or 'chemsys', got {kind!r}")
 
 
-def environment_labels(dataset: Any, element_types: Sequence[str], environments: Any) -> np.ndarray | None:
+def environment_labels(
+    dataset: Any,
+    element_types: Sequence[str],
+    environments: Any,
+    *,
+    n_clusters: int = 4,
+    seed: int = 0,
+) -> np.ndarray | None:
     """Integer environment id per dataset sample (dataset order), or None for ``"random"``.
 
     Args:
@@ -54,13 +65,17 @@ def environment_labels(dataset: Any, element_types: Sequence[str], environments:
             having ``node_type`` indices into ``element_types``), or any sized dataset when
             ``environments`` is a label sequence.
         element_types: The model's element types.
-        environments: ``"random"``, ``"anion"``, ``"chemsys"`` or a sequence of per-sample labels.
+        environments: ``"random"``, ``"anion"``, ``"chemsys"``, ``"cluster"`` or a sequence of
+            per-sample labels.
+        n_clusters: Number of K-means clusters for ``"cluster"`` (>= 2, at most the number of samples).
+        seed: Seed of the K-means initialisation for ``"cluster"``.
 
     Returns:
         ``(len(dataset),)`` int64 array, or None for random environments.
 
     Raises:
-        ValueError: Unknown name or a label sequence whose length differs from the dataset's.
+        ValueError: Unknown name, a label sequence whose length differs from the dataset's, or more
+            clusters than samples.
     """
     if isinstance(environments, str):
         if environments == "random":
@@ -70,13 +85,10 @@ def environment_labels(dataset: Any, element_types: Sequence[str], environments:
                 f"environments must be one of {BUILTIN_ENVIRONMENTS} or a sequence of per-sample labels, "
                 f"got {environments!r}"
             )
-        keys = []
-        for i in range(len(dataset)):
-            node_type = dataset[i][0].node_type
-            if isinstance(node_type, torch.Tensor):
-                node_type = node_type.tolist()
-            keys.append(structure_group([element_types[int(t)] for t in node_type], environments))
-        labels: Sequence[Any] = keys
+        symbols = [_sample_symbols(dataset[i][0], element_types) for i in range(len(dataset))]
+        if environments == "cluster":
+            return _composition_clusters(symbols, n_clusters, seed)
+        labels: Sequence[Any] = [structure_group(sym, environments) for sym in symbols]
     else:
         labels = list(environments)
         if len(labels) != len(dataset):
@@ -86,3 +98,24 @@ def environment_labels(dataset: Any, element_types: Sequence[str], environments:
             )
     _, ids = np.unique(np.asarray([str(x) for x in labels]), return_inverse=True)
     return ids.astype(np.int64)
+
+
+def _sample_symbols(graph: Any, element_types: Sequence[str]) -> list[str]:
+    node_type = graph.node_type
+    if isinstance(node_type, torch.Tensor):
+        node_type = node_type.tolist()
+    return [element_types[int(t)] for t in node_type]
+
+
+def _composition_clusters(symbols: Sequence[Sequence[str]], n_clusters: int, seed: int) -> np.ndarray:
+    from matgl_cal.splits._makers import _kmeans_labels, composition_features
+
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 2:
+        raise ValueError(f"n_clusters (the callback's n_cluster_envs) must be an int >= 2, got {n_clusters!r}")
+    if n_clusters > len(symbols):
+        raise ValueError(
+            f"n_clusters (the callback's n_cluster_envs) = {n_clusters} exceeds the number of training samples "
+            f"({len(symbols)}); use fewer clusters"
+        )
+    compositions = [Composition(dict(Counter(sym))) for sym in symbols]
+    return _kmeans_labels(composition_features(compositions), int(n_clusters), int(seed)).astype(np.int64)

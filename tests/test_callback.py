@@ -6,6 +6,7 @@ import copy
 import warnings
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from matgl.utils.training import ModelLightningModule, PotentialLightningModule
@@ -427,6 +428,33 @@ def test_environment_labels_from_structures():
     assert user.tolist() == [0, 1, 0, 2, 2, 1]
 
 
+def test_cluster_environments_group_by_composition():
+    from types import SimpleNamespace
+
+    from matgl_cal.environments import environment_labels
+
+    # Known answer: three copper-rich oxides and three Ni-Al intermetallics form two composition clusters.
+    node_types = [[0, 0, 0, 3], [0, 0, 3], [0, 0, 0, 0, 3], [1, 2], [1, 1, 2], [1, 2, 2]]
+    ds = [(SimpleNamespace(node_type=torch.tensor(t)), None, None, {}) for t in node_types]
+    labels = environment_labels(ds, b.ELEMENTS, "cluster", n_clusters=2, seed=0)
+    assert labels.dtype == np.int64 and labels.shape == (6,)
+    assert len(set(labels[:3])) == 1 and len(set(labels[3:])) == 1 and labels[0] != labels[3]
+    again = environment_labels(ds, b.ELEMENTS, "cluster", n_clusters=2, seed=0)
+    assert again.tolist() == labels.tolist()
+    with pytest.raises(ValueError, match=r"n_cluster_envs\) = 7 exceeds the number of training samples \(6\)"):
+        environment_labels(ds, b.ELEMENTS, "cluster", n_clusters=7)
+
+
+def test_cluster_environments_drive_cost_updates():
+    ds = b.property_dataset(12)
+    train, val = b.loaders(ds, 4)
+    cb = AdversarialAugmentation(environments="cluster", n_cluster_envs=3, warmup_epochs=0, adversarial_batches=2)
+    trainer(2, [cb]).fit(property_module(), train, val)
+    assert sorted(set(cb._env_labels.tolist())) == [0, 1, 2]
+    assert cb.costs.n_updates == 4
+    assert not torch.allclose(cb.costs.costs, torch.full_like(cb.costs.costs, 100.0))
+
+
 def test_space_registry_accepts_user_space():
     from matgl_cal import LatentModuleSpace, get_space, register_space
 
@@ -468,6 +496,7 @@ def test_space_registry_accepts_user_space():
         ({"attack_steps": 2.5}, TypeError, "attack_steps must be an int"),
         ({"hardness": "entropy"}, ValueError, "hardness must be one of"),
         ({"environments": "elements"}, ValueError, "environments must be one of"),
+        ({"environments": "cluster", "n_cluster_envs": 1}, ValueError, "n_cluster_envs must be >= 2, got 1"),
         ({"attack_optimizer": "lbfgs"}, ValueError, "attack_optimizer must be"),
         ({"adversarial_loss": "forces"}, ValueError, "adversarial_loss must be 'auto', 'total' or 'energy'"),
         ({"placement": "inline"}, ValueError, r"placement must be one of \('extra_steps', 'in_step'\), got 'inline'"),
