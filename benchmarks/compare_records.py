@@ -12,13 +12,15 @@ Arms are ``RECORDS_DIR:METHOD``. Run (RESULTS.md section 6, round 7):
         benchmarks/results/log_gvrh_cpu_loco10/records:erm \\
         benchmarks/results/log_gvrh_cpu_loco10/records:cal ...
 
-The first arm is compared with the second, and every further arm with the first two.
+The first arm is compared with the second, and every further arm with the first two. Rows name each arm
+as ``CONFIG:METHOD``, CONFIG being the folder that holds ``records``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +35,9 @@ def _arm(spec: str) -> tuple[str, dict[tuple[str, str, int], float]]:
             for r in load_records(folder) if r["method"] == method}
     if not maes:
         raise SystemExit(f"no records of method {method!r} in {folder}")
-    return spec, maes
+    path = Path(folder).resolve()
+    label = f"{(path.parent if path.name == 'records' else path).name}:{method}"
+    return label, maes
 
 
 def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:

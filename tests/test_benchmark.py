@@ -624,10 +624,27 @@ def test_compare_records_script_pairs_arms_across_folders(capsys):
     assert mod.main([longer, f"{base}:erm", f"{base}:cal"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 5
+    assert rows[2].startswith("| dielectric_cpu_loco10_erm14:erm vs dielectric_cpu_loco10:erm |")
     assert "| -2.5 % | 0.0047 (wilcoxon, n=30) | 23/30 |" in rows[2]
     assert rows[3].endswith("| +1.5 % | 0.36 (wilcoxon, n=30) | 11/30 |")
     with pytest.raises(SystemExit, match=r"no records of method 'nope'"):
         mod.main([longer, f"{base}:nope"])
+
+
+def test_selection_bias_script_reproduces_results_md(capsys):
+    """benchmarks/selection_bias.py on the committed round-9 records: the validation gain is at the selected epoch only."""
+    mod = _benchmark_script("selection_bias")
+    records = REPO / "benchmarks" / "results" / "dielectric_cpu_loco10_e30" / "records"
+    assert mod.main([str(records)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    [row] = [r for r in rows if r.startswith("| dielectric_cpu_loco10_e30 | cal_in_step_every |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:5] == ["30", "-0.9 % (20/30)", "+0.1 % (18/30)"]
+    assert cells[7] == "+3.2 % (9/30)"
+    with pytest.raises(SystemExit):
+        mod.main([str(records), "--last", "1"])
+    with pytest.raises(SystemExit, match="fewer than 31 epochs"):
+        mod.main([str(records), "--last", "30"])
 
 
 def test_finetune_property_paired_table_reproduces_results_md():
