@@ -46,7 +46,8 @@ def compare_folder(records_dir: str, baseline: str, last_n: int) -> list[str]:
     records = load_records(records_dir)
     runs = {(r["method"], r["split"], str(r["fold"]), int(r["seed"])): r for r in records}
     methods = sorted({r["method"] for r in records} - {baseline})
-    name = Path(records_dir).resolve().parent.name
+    path = Path(records_dir).resolve()
+    name = (path.parent if path.name == "records" else path).name
     rows = []
     for method in methods:
         keys = [k[1:] for k in runs if k[0] == method and (baseline, *k[1:]) in runs]

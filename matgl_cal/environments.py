@@ -110,12 +110,10 @@ def _sample_symbols(graph: Any, element_types: Sequence[str]) -> list[str]:
 def _composition_clusters(symbols: Sequence[Sequence[str]], n_clusters: int, seed: int) -> np.ndarray:
     from matgl_cal.splits._makers import _kmeans_labels, composition_features
 
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 2:
-        raise ValueError(f"n_clusters (the callback's n_cluster_envs) must be an int >= 2, got {n_clusters!r}")
-    if n_clusters > len(symbols):
+    if isinstance(n_clusters, (int, np.integer)) and n_clusters > len(symbols):
         raise ValueError(
             f"n_clusters (the callback's n_cluster_envs) = {n_clusters} exceeds the number of training samples "
             f"({len(symbols)}); use fewer clusters"
         )
     compositions = [Composition(dict(Counter(sym))) for sym in symbols]
-    return _kmeans_labels(composition_features(compositions), int(n_clusters), int(seed)).astype(np.int64)
+    return _kmeans_labels(composition_features(compositions), n_clusters, int(seed)).astype(np.int64)

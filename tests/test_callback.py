@@ -443,6 +443,8 @@ def test_cluster_environments_group_by_composition():
     assert again.tolist() == labels.tolist()
     with pytest.raises(ValueError, match=r"n_cluster_envs\) = 7 exceeds the number of training samples \(6\)"):
         environment_labels(ds, b.ELEMENTS, "cluster", n_clusters=7)
+    with pytest.raises(ValueError, match="n_clusters must be an int >= 2, got 1"):
+        environment_labels(ds, b.ELEMENTS, "cluster", n_clusters=1)
 
 
 def test_cluster_environments_drive_cost_updates():
