@@ -42,6 +42,8 @@ _CAL_OPTIONS = {
     "warmup_epochs": "warmup_epochs",
     "hardness": "hardness",
     "environments": "environments",
+    "n_cluster_envs": "n_cluster_envs",
+    "placement": "placement",
     "max_perturbation": "max_perturbation",
 }
 
@@ -119,6 +121,14 @@ def _add_train(subparsers: Any) -> None:
         "--environments", choices=["anion", "chemsys", "cluster", "random"], help="environments of the risk"
     )
     c.add_argument(
+        "--n-cluster-envs", type=int, metavar="K", help="composition clusters for --environments cluster (>= 2)"
+    )
+    c.add_argument(
+        "--placement",
+        choices=["extra_steps", "in_step"],
+        help="adversarial batch as extra optimiser steps, or added to each normal step (budget-neutral)",
+    )
+    c.add_argument(
         "--max-perturbation",
         type=float,
         metavar="X",
@@ -161,6 +171,10 @@ def _run_train(args: argparse.Namespace) -> int:
     cal_kwargs = {key: getattr(args, opt) for opt, key in _CAL_OPTIONS.items() if getattr(args, opt) is not None}
     if "hardness" in cal_kwargs and cal_kwargs["hardness"] == "none":
         cal_kwargs["hardness"] = None
+    if "n_cluster_envs" in cal_kwargs and cal_kwargs.get("environments") != "cluster":
+        raise ValueError(
+            f"--n-cluster-envs needs --environments cluster; got --environments {args.environments or '(default)'}"
+        )
     if not args.cal and cal_kwargs:
         given = ", ".join("--" + opt.replace("_", "-") for opt in _CAL_OPTIONS if getattr(args, opt) is not None)
         raise ValueError(f"CAL options ({given}) need --cal; got them with --no-cal")

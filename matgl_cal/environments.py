@@ -110,10 +110,7 @@ def _sample_symbols(graph: Any, element_types: Sequence[str]) -> list[str]:
 def _composition_clusters(symbols: Sequence[Sequence[str]], n_clusters: int, seed: int) -> np.ndarray:
     from matgl_cal.splits._makers import _kmeans_labels, composition_features
 
-    if isinstance(n_clusters, (int, np.integer)) and n_clusters > len(symbols):
-        raise ValueError(
-            f"n_clusters (the callback's n_cluster_envs) = {n_clusters} exceeds the number of training samples "
-            f"({len(symbols)}); use fewer clusters"
-        )
     compositions = [Composition(dict(Counter(sym))) for sym in symbols]
-    return _kmeans_labels(composition_features(compositions), n_clusters, int(seed)).astype(np.int64)
+    features = composition_features(compositions)
+    name = "n_clusters (the callback's n_cluster_envs)"
+    return _kmeans_labels(features, n_clusters, int(seed), name=name).astype(np.int64)

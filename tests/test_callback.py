@@ -441,9 +441,9 @@ def test_cluster_environments_group_by_composition():
     assert len(set(labels[:3])) == 1 and len(set(labels[3:])) == 1 and labels[0] != labels[3]
     again = environment_labels(ds, b.ELEMENTS, "cluster", n_clusters=2, seed=0)
     assert again.tolist() == labels.tolist()
-    with pytest.raises(ValueError, match=r"n_cluster_envs\) = 7 exceeds the number of training samples \(6\)"):
+    with pytest.raises(ValueError, match=r"n_cluster_envs\)=7 exceeds the number of samples \(6\)"):
         environment_labels(ds, b.ELEMENTS, "cluster", n_clusters=7)
-    with pytest.raises(ValueError, match="n_clusters must be an int >= 2, got 1"):
+    with pytest.raises(ValueError, match=r"n_clusters \(the callback's n_cluster_envs\) must be an int >= 2, got 1"):
         environment_labels(ds, b.ELEMENTS, "cluster", n_clusters=1)
 
 

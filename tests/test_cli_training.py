@@ -208,13 +208,14 @@ def test_help_lists_every_option(capsys):
     for option in (
         "--out", "--family", "--target", "--stress-unit", "--epochs", "--batch-size", "--lr", "--seed", "--cal",
         "--no-cal", "--space", "--attack-steps", "--model-steps", "--adversarial-batches", "--warmup-epochs",
-        "--hardness", "--environments", "--max-perturbation", "--device", "--overwrite",
+        "--hardness", "--environments", "--n-cluster-envs", "--placement", "--max-perturbation", "--device",
+        "--overwrite",
     ):  # fmt: skip
         assert option in text, option
     assert cli_module.main([]) == 2
 
 
-def test_options_reach_the_library(monkeypatch, tmp_path):
+def test_options_reach_the_library(monkeypatch, tmp_path, capsys):
     import matgl_cal.labelled as labelled
     import matgl_cal.training as training
 
@@ -247,6 +248,15 @@ def test_options_reach_the_library(monkeypatch, tmp_path):
         "space": "strain", "attack_steps": 2, "model_steps": 3, "adversarial_batches": 4, "warmup_epochs": 1,
         "hardness": None, "environments": "chemsys", "max_perturbation": 0.5,
     }  # fmt: skip
+    argv = ["train", "d.json", "--out", "o", "--environments", "cluster", "--n-cluster-envs", "8",
+            "--placement", "in_step", "--hardness", "none"]  # fmt: skip
+    assert cli_module.main(argv) == 2
+    assert seen["train"][1]["cal"] == {
+        "environments": "cluster", "n_cluster_envs": 8, "placement": "in_step", "hardness": None,
+    }  # fmt: skip
+    seen.clear()
+    assert cli_module.main(["train", "d.json", "--out", "o", "--n-cluster-envs", "8"]) == 2
+    assert "--n-cluster-envs needs --environments cluster" in capsys.readouterr().err and "train" not in seen
     assert cli_module.main(["train", "d.json", "--out", "o", "--no-cal"]) == 2
     assert seen["train"][1]["cal"] is None
     assert cli_module.main(["train", "d.json", "--out", "o"]) == 2

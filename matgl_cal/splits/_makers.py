@@ -192,13 +192,16 @@ def random_split(n: int, *, val_fraction: float, test_fraction: float, seed: int
     )
 
 
-def _kmeans_labels(features: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+def _kmeans_labels(features: np.ndarray, n_clusters: int, seed: int, *, name: str = "n_clusters") -> np.ndarray:
+    """K-means labels, shape (n_samples,); ``name`` is the caller's argument that the error messages name."""
     from sklearn.cluster import KMeans
 
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 2:
-        raise ValueError(f"n_clusters must be an int >= 2, got {n_clusters!r}.")
+        raise ValueError(f"{name} must be an int >= 2, got {n_clusters!r}.")
     if n_clusters > features.shape[0]:
-        raise ValueError(f"n_clusters={n_clusters} exceeds the number of samples ({features.shape[0]}).")
+        raise ValueError(
+            f"{name}={n_clusters} exceeds the number of samples ({features.shape[0]}); use fewer clusters."
+        )
     km = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=seed)
     return km.fit_predict(features)
 
