@@ -3,7 +3,10 @@
 ``mgl-cal report`` compares the methods of one folder. Some controls need their own config, for example ERM
 trained for more epochs (`*_cpu_loco10_erm14`), and their records then sit beside another config's. This
 script pairs ``A`` with ``B`` on the (split, fold, seed) runs both have and prints the mean relative change
-of the test MAE, the paired test of ``matgl_cal.benchmark.paired_test`` and the pairs where ``A`` is lower.
+of the test MAE, the paired test of ``matgl_cal.benchmark.paired_test``, the pairs where ``A`` is lower, and
+a 95 % bootstrap interval of the mean change that resamples whole folds with all their seeds
+(``matgl_cal.benchmark.paired_change_interval``: the seeds of one fold share its test set and are not
+independent pairs, so this interval is wider than the Wilcoxon p suggests).
 
 Arms are ``RECORDS_DIR:METHOD``. Run (RESULTS.md section 6, round 7):
 
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matgl_cal.benchmark import load_records, paired_test
+from matgl_cal.benchmark import load_records, paired_change_interval, paired_test
 
 
 def _arm(spec: str) -> tuple[str, dict[tuple[str, str, int], float]]:
@@ -44,13 +47,16 @@ def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:
     """One markdown row: A vs B over their common runs."""
     keys = sorted(set(a[1]) & set(b[1]))
     if not keys:
-        return f"| {a[0]} vs {b[0]} | no common runs | | |"
+        return f"| {a[0]} vs {b[0]} | no common runs | | | |"
     x = np.array([a[1][k] for k in keys])
     y = np.array([b[1][k] for k in keys])
     rel = x / y - 1.0
     p, test = paired_test(x, y)
+    folds = [k[:2] for k in keys]
+    low, high = paired_change_interval(x, y, folds)
     return (f"| {a[0]} vs {b[0]} | {100 * rel.mean():+.1f} % | {p:.2g} ({test}, n={len(keys)}) "
-            f"| {int((rel < 0).sum())}/{len(keys)} |")
+            f"| {int((rel < 0).sum())}/{len(keys)} "
+            f"| {100 * low:+.1f} to {100 * high:+.1f} % ({len(set(folds))} folds) |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.arms) < 2:
         parser.error("give at least two arms")
     arms = [_arm(s) for s in args.arms]
-    rows = ["| comparison | Δ test MAE | p | pairs lower |", "|---|---|---|---|", compare(arms[0], arms[1])]
+    header = "| comparison | Δ test MAE | p | pairs lower | 95 % interval of Δ, folds resampled |"
+    rows = [header, "|---|---|---|---|---|", compare(arms[0], arms[1])]
     for other in arms[2:]:
         rows += [compare(other, arms[0]), compare(other, arms[1])]
     print("\n".join(rows))

@@ -18,6 +18,7 @@ from matgl_cal.benchmark import (
     load_config,
     load_records,
     make_report,
+    paired_change_interval,
     paired_test,
     parse_shard,
     plan_runs,
@@ -549,11 +550,46 @@ def test_paired_test_choice():
         paired_test([1.0], [1.0, 2.0])
 
 
+def test_paired_change_interval_resamples_whole_groups():
+    import doctest
+
+    # every pair 10 % lower: the interval is that point
+    low, high = paired_change_interval([0.9] * 6, [1.0] * 6, ["a", "a", "b", "b", "c", "c"])
+    assert low == pytest.approx(-0.1) and high == pytest.approx(-0.1)
+    # two folds at -10 % and +10 %: a resample is all one fold with probability 1/4, so the 95 % bounds are +-10 %
+    low, high = paired_change_interval([0.9, 0.9, 1.1, 1.1], [1.0] * 4, ["f0", "f0", "f1", "f1"])
+    assert (low, high) == (pytest.approx(-0.1), pytest.approx(0.1))
+    # seeds of one fold move together: resampling folds gives a wider interval than treating pairs as independent
+    rng = np.random.default_rng(1)
+    fold_effect = np.repeat(rng.normal(0.0, 0.05, size=8), 3)
+    a, b = 1.0 + fold_effect + rng.normal(0.0, 0.005, size=24), np.ones(24)
+    folds = np.repeat(np.arange(8), 3).tolist()
+    grouped = paired_change_interval(a, b, folds)
+    independent = paired_change_interval(a, b, list(range(24)))
+    assert grouped[0] <= np.mean(a - 1.0) <= grouped[1]
+    assert grouped[1] - grouped[0] > 1.3 * (independent[1] - independent[0])
+    assert paired_change_interval(a, b, folds, seed=5) != grouped  # seeded, not fixed
+    assert paired_change_interval(a, b, folds) == grouped
+    assert all(math.isnan(v) for v in paired_change_interval([1.0, 2.0], [1.0, 1.0], ["x", "x"]))
+    for kwargs, message in [
+        ({"a": [1.0], "b": [1.0, 1.0], "groups": ["x", "y"]}, "same length"),
+        ({"a": [1.0, 1.0], "b": [1.0, 0.0], "groups": ["x", "y"]}, r"b \(the baseline\) must be > 0"),
+        ({"a": [1.0, 1.0], "b": [1.0, 1.0], "groups": ["x", "y"], "level": 1.0}, r"level must be in \(0, 1\)"),
+        ({"a": [1.0, 1.0], "b": [1.0, 1.0], "groups": ["x", "y"], "n_boot": 10}, "n_boot must be an int >= 100"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            paired_change_interval(**kwargs)
+    globs = {"paired_change_interval": paired_change_interval}
+    [example] = doctest.DocTestFinder().find(paired_change_interval, globs=globs)
+    assert doctest.DocTestRunner().run(example).failed == 0
+
+
 def test_summarize_known_numbers():
     rows = {(r["split"], r["method"]): r for r in summarize(_synthetic_records())}
     loco = rows[("LOCO", "cal")]
     assert loco["n"] == 6 and loco["n_pairs"] == 6 and loco["test"] == "wilcoxon"
     assert loco["rel_change_pct"] == pytest.approx(-10.0)
+    assert loco["rel_change_interval_pct"] == (pytest.approx(-10.0), pytest.approx(-10.0))  # -10 % in every pair
     erm_maes = [1.0 + 0.1 * k for k in range(6)]
     assert rows[("LOCO", "erm")]["test_mae_mean"] == pytest.approx(sum(erm_maes) / 6)
     assert loco["test_mae_mean"] == pytest.approx(0.9 * sum(erm_maes) / 6)
@@ -577,10 +613,11 @@ def test_make_report_synthetic(tmp_path):
     assert md.name == "RESULTS_synth.md"
     assert "bash benchmarks/run_ood_cpu.sh" in text
     assert "### LOCO" in text and "### SparseYcluster" in text and "### random" in text
-    assert "| cal | 1.1250 ± 0.1684 | -10.0 % | 0.0312 | wilcoxon (n=6) | 0.5500 | 6 |" in text
-    assert "| erm | 1.2500 ± 0.1871 | — | — | — | 0.5000 | 6 |" in text
-    assert "| cal | 1.7500 ± 0.9192 | +15.0 % | 0.344 | paired t (n=2) |" in text
-    assert "| cal | 0.5500 | +10.0 % | n/a | paired t (n=1) |" in text
+    assert "| cal | 1.1250 ± 0.1684 | -10.0 % | 0.0312 | wilcoxon (n=6) | -10.0 to -10.0 % | 0.5500 | 6 |" in text
+    assert "| erm | 1.2500 ± 0.1871 | — | — | — | — | 0.5000 | 6 |" in text
+    # two folds at +10 % and +20 %: a resample is one fold twice with probability 1/2, so the bounds are those
+    assert "| cal | 1.7500 ± 0.9192 | +15.0 % | 0.344 | paired t (n=2) | +10.0 to +20.0 % |" in text
+    assert "| cal | 0.5500 | +10.0 % | n/a | paired t (n=1) | n/a |" in text
     assert "Wilcoxon signed-rank" in text and "paired t-test" in text
     pngs = ("synth_bar_LOCO.png", "synth_bar_SparseYcluster.png", "synth_bar_random.png", "synth_parity_LOCO_0.png")
     for png in pngs:
@@ -625,8 +662,11 @@ def test_compare_records_script_pairs_arms_across_folders(capsys):
     rows = capsys.readouterr().out.splitlines()
     assert len(rows) == 5
     assert rows[2].startswith("| dielectric_cpu_loco10_erm14:erm vs dielectric_cpu_loco10:erm |")
-    assert "| -2.5 % | 0.0047 (wilcoxon, n=30) | 23/30 |" in rows[2]
-    assert rows[3].endswith("| +1.5 % | 0.36 (wilcoxon, n=30) | 11/30 |")
+    assert "| -2.5 % | 0.0047 (wilcoxon, n=30) | 23/30 | " in rows[2]
+    assert "| +1.5 % | 0.36 (wilcoxon, n=30) | 11/30 | " in rows[3]
+    # the last column resamples the 10 folds with their seeds: one fold at +1 to +34 % makes the interval
+    # reach above 0 although 23 of 30 pairs are lower (the seeds of a fold are not independent pairs)
+    assert rows[2].endswith("| 23/30 | -6.5 to +1.9 % (10 folds) |")
     with pytest.raises(SystemExit, match=r"no records of method 'nope'"):
         mod.main([longer, f"{base}:nope"])
 

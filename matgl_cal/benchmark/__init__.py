@@ -29,7 +29,14 @@ from matgl_cal.benchmark._methods import (
     make_callback,
     resolve_method,
 )
-from matgl_cal.benchmark._report import WILCOXON_MIN_N, load_records, make_report, paired_test, summarize
+from matgl_cal.benchmark._report import (
+    WILCOXON_MIN_N,
+    load_records,
+    make_report,
+    paired_change_interval,
+    paired_test,
+    summarize,
+)
 from matgl_cal.benchmark._runner import (
     RECORD_SCHEMA,
     RunSpec,
@@ -60,6 +67,7 @@ __all__ = [
     "load_records",
     "make_callback",
     "make_report",
+    "paired_change_interval",
     "paired_test",
     "parse_shard",
     "plan_runs",

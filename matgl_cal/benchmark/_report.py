@@ -14,7 +14,7 @@ import numpy as np
 
 from matgl_cal.benchmark._config import RANDOM_FAMILY
 
-__all__ = ["WILCOXON_MIN_N", "load_records", "make_report", "paired_test", "summarize"]
+__all__ = ["WILCOXON_MIN_N", "load_records", "make_report", "paired_change_interval", "paired_test", "summarize"]
 
 log = logging.getLogger("matgl_cal.benchmark")
 
@@ -83,6 +83,64 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, str]:
     return float(stats.ttest_rel(x, y).pvalue), name
 
 
+def paired_change_interval(
+    a: Sequence[float],
+    b: Sequence[float],
+    groups: Sequence[Any],
+    *,
+    level: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval of the mean paired relative change ``a / b - 1``, resampling whole groups.
+
+    The runs of one fold with different seeds share that fold's test set, so they are not independent
+    pairs. Resampling folds (``groups``) with all their seeds keeps that dependence: the interval is the
+    honest width for "is there an effect of this size", where a test over every (fold, seed) pair as if
+    independent overstates the power. Percentile interval, deterministic for a given ``seed``.
+
+    Args:
+        a: Values of one method (e.g. test MAE), shape (n_pairs,), > 0 not required.
+        b: Paired baseline values, shape (n_pairs,), all > 0 (the denominator).
+        groups: Group of each pair, shape (n_pairs,), e.g. ``(split, fold)``; hashable items.
+        level: Coverage of the interval, in (0, 1).
+        n_boot: Bootstrap resamples, >= 100.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(low, high)`` of the mean relative change, as fractions (``-0.05`` = 5 % lower than ``b``);
+        ``(nan, nan)`` with fewer than 2 groups.
+
+    Raises:
+        ValueError: Different lengths, a non-positive baseline value, or ``level``/``n_boot`` out of range.
+
+    Example:
+        >>> low, high = paired_change_interval([0.9, 0.9, 1.1, 1.1], [1.0] * 4, ["f0", "f0", "f1", "f1"])
+        >>> round(low, 6), round(high, 6)
+        (-0.1, 0.1)
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keys = list(groups)
+    if not (x.shape == y.shape == (len(keys),)):
+        raise ValueError(f"a, b and groups must have the same length, got {x.shape}, {y.shape} and {len(keys)}")
+    if np.any(~(y > 0)):
+        raise ValueError(f"b (the baseline) must be > 0 everywhere, got min {np.nanmin(y) if len(y) else y}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
+        raise ValueError(f"n_boot must be an int >= 100, got {n_boot!r}")
+    index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    if len(index) < 2:
+        return math.nan, math.nan
+    inverse = np.array([index[key] for key in keys])
+    sums = np.bincount(inverse, weights=x / y - 1.0, minlength=len(index))
+    counts = np.bincount(inverse, minlength=len(index)).astype(float)
+    picks = np.random.default_rng(seed).integers(0, len(index), size=(int(n_boot), len(index)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     if len(v) == 0:
@@ -122,7 +180,9 @@ def summarize(records: Sequence[dict[str, Any]], *, baseline: str | None = None)
         Rows with ``split``, ``method``, ``n`` (runs), ``folds``, ``seeds``, ``test_mae_mean``,
         ``test_mae_std`` (over folds x seeds, ddof=1; NaN for one run), ``rel_change_pct`` (mean over the
         (fold, seed) pairs shared with the baseline of ``100 * (mae - mae_base) / mae_base``),
-        ``n_pairs``, ``p_value`` and ``test`` (see :func:`paired_test`), ``id_mae_mean`` /
+        ``n_pairs``, ``p_value`` and ``test`` (see :func:`paired_test`), ``rel_change_interval_pct``
+        (95 % interval of ``rel_change_pct`` resampling folds with their seeds, see
+        :func:`paired_change_interval`; NaNs below 2 folds), ``id_mae_mean`` /
         ``id_mae_std`` (test MAE of the same method on the ``random`` split), ``ood_score``,
         ``steps`` (mean optimiser steps), ``wall_seconds`` (mean) and ``cal`` (mean final cost stats).
     """
@@ -153,6 +213,7 @@ def summarize(records: Sequence[dict[str, Any]], *, baseline: str | None = None)
                 "n_pairs": 0,
                 "p_value": math.nan,
                 "test": "",
+                "rel_change_interval_pct": (math.nan, math.nan),
             }
             base_runs = by.get((split, base), {}) if base else {}
             if base and method != base:
@@ -163,6 +224,8 @@ def summarize(records: Sequence[dict[str, Any]], *, baseline: str | None = None)
                     row["rel_change_pct"] = float(np.mean([100.0 * (x - y) / y for x, y in zip(a, b, strict=True)]))
                     row["n_pairs"] = len(keys)
                     row["p_value"], row["test"] = paired_test(a, b)
+                    low, high = paired_change_interval(a, b, [k[0] for k in keys])
+                    row["rel_change_interval_pct"] = (100.0 * low, 100.0 * high)
             id_runs = by.get((RANDOM_FAMILY, method), {})
             row["id_mae_mean"], row["id_mae_std"] = _mean_std([r["metrics"]["test"]["mae"] for r in id_runs.values()])
             scores = [r.get("ood_score") for r in runs.values() if r.get("ood_score") is not None]
@@ -335,16 +398,20 @@ def make_report(
             f"Folds {', '.join(folds)}; seeds {', '.join(map(str, seeds))}; "
             f"OOD score {_fmt(ood[0] if ood else math.nan, 3)}.",
             "",
-            f"| method | test MAE | Δ vs {base} | p | test | ID MAE (random) | runs | opt. steps | s/run |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| method | test MAE | Δ vs {base} | p | test | 95 % interval of Δ (folds resampled) | ID MAE (random) "
+            "| runs | opt. steps | s/run |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in sel:
             rel = "n/a" if math.isnan(r["rel_change_pct"]) else f"{r['rel_change_pct']:+.1f} %"
             rel = "—" if r["method"] == base else rel
             p = "—" if r["method"] == base else _fmt(r["p_value"], 3)
             test = "—" if r["method"] == base else (f"{r['test']} (n={r['n_pairs']})" if r["test"] else "n/a")
+            low, high = r["rel_change_interval_pct"]
+            interval = "—" if r["method"] == base else ("n/a" if math.isnan(low) else f"{low:+.1f} to {high:+.1f} %")
             lines.append(
-                f"| {r['method']} | {_fmt_pm(r['test_mae_mean'], r['test_mae_std'])} | {rel} | {p} | {test} | "
+                f"| {r['method']} | {_fmt_pm(r['test_mae_mean'], r['test_mae_std'])} | {rel} | {p} | {test} "
+                f"| {interval} | "
                 f"{_fmt_pm(r['id_mae_mean'], r['id_mae_std'])} | {r['n']} | {_fmt(r['steps'], 5)} | "
                 f"{_fmt(r['wall_seconds'], 3)} |"
             )
