@@ -671,6 +671,21 @@ def test_compare_records_script_pairs_arms_across_folders(capsys):
         mod.main([longer, f"{base}:nope"])
 
 
+def test_fold_intervals_script_reproduces_results_md(capsys):
+    """benchmarks/fold_intervals.py on committed records: round 10's arm is worse than ERM once folds are resampled."""
+    mod = _benchmark_script("fold_intervals")
+    records = REPO / "benchmarks" / "results" / "dielectric_cpu_loco10_e30" / "records"
+    assert mod.main([str(records)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 2 + 5  # header, rule, one row per method other than ERM
+    row = "| dielectric_cpu_loco10_e30 | LOCO | cal_in_step_every_cluster8 | +1.7 % | 0.21 | 30 | 10 | +0.2 to +3.0 % |"
+    assert row in rows
+    assert mod.main([str(records), "--min-folds", "11"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    with pytest.raises(SystemExit):
+        mod.main([str(records), "--min-folds", "1"])
+
+
 def test_selection_bias_script_reproduces_results_md(capsys):
     """benchmarks/selection_bias.py on the committed round-9 records: the validation gain is at the selected epoch only."""
     mod = _benchmark_script("selection_bias")
