@@ -6,7 +6,7 @@ script pairs ``A`` with ``B`` on the (split, fold, seed) runs both have and prin
 of the test MAE, the paired test of ``matgl_cal.benchmark.paired_test``, the pairs where ``A`` is lower, and
 a 95 % bootstrap interval of the mean change that resamples whole folds with all their seeds
 (``matgl_cal.benchmark.paired_change_interval``: the seeds of one fold share its test set and are not
-independent pairs, so this interval is wider than the Wilcoxon p suggests).
+independent pairs, which the Wilcoxon test over all runs assumes).
 
 Arms are ``RECORDS_DIR:METHOD``. Run (RESULTS.md section 6, round 7):
 

@@ -1,8 +1,8 @@
 """Every method against ERM in every committed benchmark, with the interval that resamples whole folds.
 
 The reports of rounds 1-10 give the mean paired change of the test MAE and a Wilcoxon p over all
-(fold, seed) pairs. The seeds of one fold share its test set, so those pairs are not independent and the
-p overstates the evidence. This script recomputes, from the records alone, each method's change against the
+(fold, seed) pairs. The seeds of one fold share its test set, so those pairs are not independent, as that
+test assumes. This script recomputes, from the records alone, each method's change against the
 baseline with ``matgl_cal.benchmark.summarize``, which now adds the 95 % interval of
 ``matgl_cal.benchmark.paired_change_interval`` (folds resampled with their seeds), and prints one markdown
 table over all the record folders given. Rows with fewer than ``--min-folds`` folds are left out: a bootstrap

@@ -95,9 +95,9 @@ def paired_change_interval(
     """Bootstrap interval of the mean paired relative change ``a / b - 1``, resampling whole groups.
 
     The runs of one fold with different seeds share that fold's test set, so they are not independent
-    pairs. Resampling folds (``groups``) with all their seeds keeps that dependence: the interval is the
-    honest width for "is there an effect of this size", where a test over every (fold, seed) pair as if
-    independent overstates the power. Percentile interval, deterministic for a given ``seed``.
+    pairs. Resampling folds (``groups``) with all their seeds keeps that dependence, so the interval answers
+    "could the effect be this large" at the level of folds, where a test over every (fold, seed) pair treats
+    them as independent. Percentile interval, deterministic for a given ``seed``.
 
     Args:
         a: Values of one method (e.g. test MAE), shape (n_pairs,), > 0 not required.
