@@ -381,6 +381,8 @@ def make_report(
         f"Δ vs {base}: mean over (fold, seed) pairs of (MAE − MAE_{base}) / MAE_{base}. "
         f"p: two-sided paired test on the per-(fold, seed) test MAEs against {base}: Wilcoxon signed-rank "
         f"when n ≥ {WILCOXON_MIN_N} pairs, paired t-test otherwise (column *test*). "
+        "95 % interval: percentile bootstrap of the mean Δ that resamples whole folds with all their seeds "
+        "(the seeds of a fold share its test set). "
         "ID MAE: the same method's test MAE on the in-distribution `random` split. "
         "OOD score: mean nearest-neighbour distance of test to train in composition features, relative "
         "to a random split of the same sizes (1 = as close as a random split).",
