@@ -100,7 +100,7 @@ def paired_change_interval(
     them as independent. Percentile interval, deterministic for a given ``seed``.
 
     Args:
-        a: Values of one method (e.g. test MAE), shape (n_pairs,), > 0 not required.
+        a: Values of one method (e.g. test MAE), shape (n_pairs,).
         b: Paired baseline values, shape (n_pairs,), all > 0 (the denominator).
         groups: Group of each pair, shape (n_pairs,), e.g. ``(split, fold)``; hashable items.
         level: Coverage of the interval, in (0, 1).
