@@ -30,6 +30,12 @@ import numpy as np
 from matgl_cal.benchmark import load_records, paired_change_interval, paired_test
 
 
+def config_label(records_dir: str) -> str:
+    """Name of the config a record folder belongs to: the folder holding ``records``, else the folder itself."""
+    path = Path(records_dir).resolve()
+    return (path.parent if path.name == "records" else path).name
+
+
 def _arm(spec: str) -> tuple[str, dict[tuple[str, str, int], float]]:
     folder, sep, method = spec.rpartition(":")
     if not sep or not folder or not method:
@@ -38,9 +44,7 @@ def _arm(spec: str) -> tuple[str, dict[tuple[str, str, int], float]]:
             for r in load_records(folder) if r["method"] == method}
     if not maes:
         raise SystemExit(f"no records of method {method!r} in {folder}")
-    path = Path(folder).resolve()
-    label = f"{(path.parent if path.name == 'records' else path).name}:{method}"
-    return label, maes
+    return f"{config_label(folder)}:{method}", maes
 
 
 def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from compare_records import config_label
 from matgl_cal.benchmark import load_records, summarize
 
 
 def rows_for(records_dir: str, min_folds: int) -> list[str]:
     """Markdown rows of one record folder: every method that has pairs with the baseline on >= min_folds folds."""
-    path = Path(records_dir).resolve()
-    config = (path.parent if path.name == "records" else path).name
+    config = config_label(records_dir)
     out = []
     for r in summarize(load_records(records_dir)):
         if not r["n_pairs"] or len(r["folds"]) < min_folds:

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from compare_records import config_label
 from matgl_cal.benchmark import load_records
 
 
@@ -46,8 +46,7 @@ def compare_folder(records_dir: str, baseline: str, last_n: int) -> list[str]:
     records = load_records(records_dir)
     runs = {(r["method"], r["split"], str(r["fold"]), int(r["seed"])): r for r in records}
     methods = sorted({r["method"] for r in records} - {baseline})
-    path = Path(records_dir).resolve()
-    name = (path.parent if path.name == "records" else path).name
+    name = config_label(records_dir)
     rows = []
     for method in methods:
         keys = [k[1:] for k in runs if k[0] == method and (baseline, *k[1:]) in runs]

@@ -643,8 +643,16 @@ def test_report_errors(tmp_path):
 
 
 def _benchmark_script(name: str):
-    """Import ``benchmarks/<name>.py`` (a script directory, not a package) as a module."""
+    """Import ``benchmarks/<name>.py`` (a script directory, not a package) as a module.
+
+    The scripts import their siblings (``from compare_records import ...``), as they do when run, where
+    Python puts the script's folder first on ``sys.path``.
+    """
     import importlib.util
+    import sys
+
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
 
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
