@@ -21,7 +21,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["MODELS_ENV_VAR", "MODEL_FILES", "clear_feature_cache", "clone_model", "is_potential", "load_pretrained"]
+__all__ = [
+    "MODELS_ENV_VAR",
+    "MODEL_FILES",
+    "clear_feature_cache",
+    "clone_model",
+    "is_potential",
+    "load_pretrained",
+    "property_model_from",
+]
 
 #: Files that make up a saved MatGL model directory.
 MODEL_FILES = ("model.pt", "state.pt", "model.json")
@@ -168,3 +176,73 @@ def clone_model(model: torch.nn.Module) -> torch.nn.Module:
 
     clear_feature_cache(model)
     return copy.deepcopy(model)
+
+
+#: Parameter-name prefixes of the part of an intensive M3GNet/TensorNet that maps atoms to one value per
+#: structure (the pooling ``readout`` and the ``final_layer`` MLP); everything else is the encoder.
+HEAD_PREFIXES = ("readout", "final_layer")
+
+
+def property_model_from(
+    pretrained: Any,
+    *,
+    freeze_encoder: bool = True,
+    models_dir: str | Path | None = None,
+) -> torch.nn.Module:
+    """An intensive property model that reuses a pretrained potential's encoder.
+
+    Builds a model of the pretrained model's class (M3GNet or TensorNet) with the same architecture and
+    ``element_types`` but ``is_intensive=True`` (MatGL's ``weighted_atom`` pooling, then an MLP to one
+    target), copies every encoder weight and buffer (embedding, interaction blocks, basis expansions) and
+    leaves the new head (``readout``, ``final_layer``) freshly initialised: seed torch first for
+    reproducibility. With ``freeze_encoder`` only the head trains, which makes the pretrained model's
+    atom representation a fixed descriptor, the regime of the CAL paper (fixed covariates, learned head).
+
+    Args:
+        pretrained: A potential or bare model as accepted by :func:`load_pretrained` (object, model
+            directory or name such as ``"M3GNet-PES-MatPES-PBE-2025.2"``).
+        freeze_encoder: Set ``requires_grad=False`` on every parameter outside the head.
+        models_dir: Directory containing ``<name>/`` model directories (see :func:`load_pretrained`).
+
+    Returns:
+        The property model in train mode (a bare ``M3GNet``/``TensorNet``, ``ntargets=1``), graphs built
+        with the pretrained model's ``element_types`` and ``cutoff``.
+
+    Raises:
+        ValueError: The pretrained model is not an M3GNet or TensorNet, or its weights do not fit the
+            rebuilt encoder.
+
+    Example:
+        >>> import torch
+        >>> from matgl.models import M3GNet
+        >>> from matgl_cal.models import property_model_from
+        >>> _ = torch.manual_seed(0)
+        >>> pes = M3GNet(element_types=("Li", "O"), is_intensive=False, units=8, nblocks=1,
+        ...              dim_node_embedding=8, dim_edge_embedding=8)
+        >>> prop = property_model_from(pes)
+        >>> prop.is_intensive, sorted({n.split(".")[0] for n, p in prop.named_parameters() if p.requires_grad})
+        (True, ['final_layer', 'readout'])
+    """
+    loaded = load_pretrained(pretrained, models_dir=models_dir)
+    encoder = getattr(loaded, "model", loaded)  # a Potential wraps the bare model
+    cls = type(encoder)
+    if cls.__name__ not in ("M3GNet", "TensorNet") or not hasattr(encoder, "_init_args"):
+        raise ValueError(
+            f"`pretrained` must be an M3GNet or TensorNet model or potential; got {cls.__name__}."
+        )
+    args = dict(encoder._init_args)
+    args.update(is_intensive=True, readout_type="weighted_atom", ntargets=1)
+    model = cls(**args)
+    head = HEAD_PREFIXES
+    weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith(head)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    stray = [k for k in missing if not k.startswith(head)] + list(unexpected)
+    if stray:
+        raise ValueError(
+            f"`pretrained` weights do not fit a rebuilt intensive {cls.__name__}: keys {stray[:5]} "
+            "(expected only the head, `readout` and `final_layer`, to differ)."
+        )
+    if freeze_encoder:
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith(head))
+    return model.train()

@@ -84,6 +84,12 @@ class ModelConfig:
         threebody_cutoff: M3GNet three-body cutoff (Angstrom); ignored by MEGNet and TensorNet.
         max_n: M3GNet radial basis size.
         max_l: M3GNet angular basis size.
+        pretrained: A pretrained M3GNet/TensorNet potential or model (name resolved through
+            ``$MATGL_CAL_MODELS``, or a model directory) whose encoder the property model reuses
+            (:func:`matgl_cal.models.property_model_from`). Its class and architecture replace ``family``,
+            ``units``, ``nblocks``, ``threebody_cutoff``, ``max_n`` and ``max_l``, which must then be left
+            out; ``cutoff`` must equal the pretrained model's. None: a freshly initialised model.
+        freeze_encoder: With ``pretrained``, train only the new head (``readout`` and ``final_layer``).
     """
 
     family: str = "M3GNet"
@@ -93,6 +99,17 @@ class ModelConfig:
     threebody_cutoff: float = 4.0
     max_n: int = 3
     max_l: int = 3
+    pretrained: str | None = None
+    freeze_encoder: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view; the pretrained-encoder keys only when ``pretrained`` is set, so that the
+        fingerprints of configs written before they existed are unchanged."""
+        d = asdict(self)
+        if self.pretrained is None:
+            d.pop("pretrained")
+            d.pop("freeze_encoder")
+        return d
 
 
 @dataclass(frozen=True)
@@ -232,7 +249,7 @@ class BenchmarkConfig:
             "target": self.target,
             "output_dir": self.output_dir,
             "seeds": list(self.seeds),
-            "model": asdict(self.model),
+            "model": self.model.as_dict(),
             "training": asdict(self.training),
             "splits": [
                 {
@@ -316,7 +333,21 @@ def _model(raw: Any) -> ModelConfig:
     t = _table(raw, "model")
     _reject_unknown(t, list(ModelConfig.__dataclass_fields__), "model")
     d = ModelConfig()
+    pretrained = _str(t.get("pretrained"), "model.pretrained", optional=True)
+    freeze = t.get("freeze_encoder", d.freeze_encoder)
+    if not isinstance(freeze, bool):
+        raise TypeError(f"model.freeze_encoder must be true or false, got {type(freeze).__name__} {freeze!r}")
+    if pretrained is None and "freeze_encoder" in t:
+        raise ValueError("model.freeze_encoder needs model.pretrained (a pretrained encoder to freeze); got none")
+    if pretrained is not None:
+        clash = sorted(k for k in ("family", "units", "nblocks", "threebody_cutoff", "max_n", "max_l") if k in t)
+        if clash:
+            raise ValueError(
+                f"model.pretrained = {pretrained!r} sets the architecture; leave out model keys {clash}"
+            )
     return ModelConfig(
+        pretrained=pretrained,
+        freeze_encoder=freeze,
         family=_str(t.get("family", d.family), "model.family", choices=_MODEL_FAMILIES),  # type: ignore[arg-type]
         units=_int(t.get("units", d.units), "model.units", minimum=2),  # type: ignore[arg-type]
         nblocks=_int(t.get("nblocks", d.nblocks), "model.nblocks", minimum=1),  # type: ignore[arg-type]

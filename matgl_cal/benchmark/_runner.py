@@ -282,12 +282,28 @@ def _plan(cfg: BenchmarkConfig, data: _Data) -> list[RunSpec]:
 
 
 def _build_model(cfg: BenchmarkConfig) -> torch.nn.Module:
-    """The benchmark's property model: :func:`matgl_cal.training.build_model` over MatGL's default elements."""
+    """The benchmark's property model: :func:`matgl_cal.training.build_model` over MatGL's default elements, or
+    with ``model.pretrained`` a pretrained encoder with a new head (:func:`matgl_cal.models.property_model_from`)."""
     from matgl.config import DEFAULT_ELEMENTS
 
     from matgl_cal.training import build_model
 
     m = cfg.model
+    if m.pretrained is not None:
+        from matgl_cal.models import property_model_from
+
+        model = property_model_from(m.pretrained, freeze_encoder=m.freeze_encoder)
+        if not math.isclose(float(model.cutoff), m.cutoff):
+            raise ValueError(
+                f"model.cutoff must equal the cutoff of model.pretrained = {m.pretrained!r} ({float(model.cutoff)} A), "
+                f"got {m.cutoff}"
+            )
+        if tuple(model.element_types) != tuple(DEFAULT_ELEMENTS):
+            raise ValueError(
+                f"model.pretrained = {m.pretrained!r} must use MatGL's default element_types (the benchmark's graphs "
+                f"index them); got {len(model.element_types)} elements starting {list(model.element_types)[:4]}"
+            )
+        return model
     return build_model(
         m.family, element_types=DEFAULT_ELEMENTS, kind="property", cutoff=m.cutoff, hidden=m.units,
         nblocks=m.nblocks, threebody_cutoff=m.threebody_cutoff, max_n=m.max_n, max_l=m.max_l,
@@ -362,7 +378,7 @@ def _fingerprint(cfg: BenchmarkConfig, method: MethodConfig, split: SplitConfig)
     payload = {
         "dataset": cfg.dataset,
         "target": cfg.target,
-        "model": asdict(cfg.model),
+        "model": cfg.model.as_dict(),
         "training": training,
         "split": {
             "family": split.family,
