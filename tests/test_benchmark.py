@@ -168,6 +168,17 @@ def test_toml_and_yaml_files(tmp_path):
         ({"training": {"max_train": "400"}}, TypeError, r"training.max_train must be an int or absent, got str"),
         ({"model": {"family": "SchNet"}}, ValueError, r"model.family must be one of \['M3GNet', 'MEGNet', 'TensorNet'\]"),
         (
+            {"model": {"pretrained": "M3GNet-PES-MatPES-PBE-2025.2", "units": 64}},
+            ValueError,
+            r"model.pretrained = 'M3GNet-PES-MatPES-PBE-2025.2' sets the architecture; leave out model keys \['units'\]",
+        ),
+        ({"model": {"freeze_encoder": False}}, ValueError, r"model.freeze_encoder needs model.pretrained"),
+        (
+            {"model": {"pretrained": "x", "freeze_encoder": "yes"}},
+            TypeError,
+            r"model.freeze_encoder must be true or false, got str 'yes'",
+        ),
+        (
             {"dataset": "matbench_dielectrics"},
             ValueError,
             r"unknown dataset 'matbench_dielectrics'; known datasets: .*matbench_dielectric",
@@ -311,6 +322,40 @@ def test_end_to_end_records(tiny_run):
     # the same seed gives the same training-set standardisation and different methods the same data
     assert cal["data_mean"] == recs["erm"]["data_mean"]
     assert cal["test_predictions"]["y_true"] == recs["erm"]["test_predictions"]["y_true"]
+
+
+def test_pretrained_keys_stay_out_of_old_fingerprints():
+    plain = config_from_dict(_base_config())
+    assert "pretrained" not in plain.as_dict()["model"]
+    frozen = config_from_dict(_base_config(model={"pretrained": "some-pes"}))
+    assert frozen.as_dict()["model"]["pretrained"] == "some-pes" and frozen.model.freeze_encoder is True
+    fp = runner_mod._fingerprint
+    assert fp(plain, plain.method("erm"), plain.split("LOCO")) != fp(frozen, frozen.method("erm"), frozen.split("LOCO"))
+
+
+def test_pretrained_frozen_encoder_run(tiny_data, tmp_path, monkeypatch):
+    import torch
+    from matgl.apps.pes import Potential
+    from matgl.config import DEFAULT_ELEMENTS
+
+    torch.manual_seed(0)
+    pes = Potential(model=b.tiny_m3gnet(DEFAULT_ELEMENTS, intensive=False, basis=2))
+    pes.save(tmp_path / "models" / "tiny-pes")
+    monkeypatch.setenv("MATGL_CAL_MODELS", str(tmp_path / "models"))
+    built = []
+    build = runner_mod._build_model
+    monkeypatch.setattr(runner_mod, "_build_model", lambda cfg: built.append(build(cfg)) or built[-1])
+    cfg = _tiny_config(tiny_data, tmp_path, model={"pretrained": "tiny-pes", "cutoff": b.CUTOFF})
+    cfg["training"]["epochs"] = 2
+    rec = run_one(cfg, "cal", "LOCO", 0, 0)
+    assert rec["config"]["model"]["pretrained"] == "tiny-pes" and math.isfinite(rec["metrics"]["test"]["mae"])
+    assert rec["optimizer_steps"]["adversarial"] >= 1
+    # the encoder did not move, the head did
+    before, after = pes.model.state_dict(), built[0].state_dict()
+    encoder = [k for k in before if not k.startswith("final_layer")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    with pytest.raises(ValueError, match=r"model.cutoff must equal the cutoff of model.pretrained = 'tiny-pes'"):
+        run_one(_tiny_config(tiny_data, tmp_path, model={"pretrained": "tiny-pes", "cutoff": 4.5}), "erm", "LOCO", 0, 0)
 
 
 @pytest.mark.parametrize("family", ["MEGNet", "TensorNet"])

@@ -109,3 +109,55 @@ def test_offline_mode_forced_when_hub_unreachable(monkeypatch) -> None:
         load_pretrained("Some-Model")
     assert seen["offline"] is True
     assert constants.HF_HUB_OFFLINE is False  # restored after the call
+
+
+# ----------------------------------------------------------------------------- property_model_from
+
+
+def _graph_of(structure: Structure, element_types):
+    from matgl.ext.pymatgen import Structure2Graph
+
+    g, lat, state = Structure2Graph(element_types=element_types, cutoff=builders.CUTOFF).get_graph(structure)
+    g.pbc_offshift = g.pbc_offset.float() @ lat[0]
+    g.pos = g.frac_coords.float() @ lat[0]
+    return g, state
+
+
+@pytest.mark.parametrize("as_potential", [True, False])
+def test_property_model_from_reuses_the_encoder(as_potential) -> None:
+    from matgl_cal.models import property_model_from
+
+    pes = tiny_potential(seed=3) if as_potential else tiny_m3gnet(seed=3)
+    encoder = pes.model if as_potential else pes
+    torch.manual_seed(0)
+    prop = property_model_from(pes)
+    assert type(prop) is type(encoder) and prop.is_intensive and prop.training
+    assert tuple(prop.element_types) == tuple(encoder.element_types)
+    # every encoder weight and buffer is copied; the head is new
+    enc_state, prop_state = encoder.state_dict(), prop.state_dict()
+    shared = [k for k in enc_state if not k.startswith("final_layer")]
+    assert shared and all(torch.equal(enc_state[k], prop_state[k]) for k in shared)
+    trainable = {n.split(".")[0] for n, p in prop.named_parameters() if p.requires_grad}
+    assert trainable == {"readout", "final_layer"}
+    # the same atom features reach the pooling of the property model as the potential's per-atom head
+    seen = {}
+    encoder.final_layer.register_forward_hook(lambda m, i, o: seen.__setitem__("pes", i[0].detach()))
+    prop.readout.register_forward_hook(lambda m, i, o: seen.__setitem__("prop", i[0].detach()))
+    g, state = _graph_of(cu_fcc(), encoder.element_types)
+    with torch.no_grad():
+        encoder.eval()(g, state_attr=state)
+        out = prop.eval()(g, state_attr=state)
+    assert out.numel() == 1
+    torch.testing.assert_close(seen["prop"], seen["pes"])
+
+
+def test_property_model_from_unfrozen_and_errors(tmp_path) -> None:
+    from matgl_cal.models import property_model_from
+
+    prop = property_model_from(tiny_m3gnet(), freeze_encoder=False)
+    assert all(p.requires_grad for p in prop.parameters())
+    megnet = builders.tiny_model("MEGNet")
+    with pytest.raises(ValueError, match=r"`pretrained` must be an M3GNet or TensorNet .*got MEGNet"):
+        property_model_from(megnet)
+    with pytest.raises(ValueError, match=r"Could not load pretrained model 'no-such-model'"):
+        property_model_from("no-such-model", models_dir=tmp_path)
