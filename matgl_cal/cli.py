@@ -84,6 +84,18 @@ def _add_train(subparsers: Any) -> None:
     m.add_argument("--hidden", type=int, default=d["hidden"], help="feature width")
     m.add_argument("--blocks", type=int, default=d["nblocks"], help="number of interaction blocks")
     m.add_argument("--cutoff", type=float, default=d["cutoff"], help="graph cutoff radius in Angstrom")
+    m.add_argument(
+        "--pretrained",
+        metavar="NAME_OR_DIR",
+        default=None,
+        help="property data: reuse this pretrained M3GNet/TensorNet potential's encoder with a new head "
+        "(architecture, elements and cutoff come from it; a name is looked up in $MATGL_CAL_MODELS)",
+    )
+    m.add_argument(
+        "--train-encoder",
+        action="store_true",
+        help="with --pretrained, fine-tune the encoder too (default: frozen, only the new head trains)",
+    )
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs")
     t.add_argument("--batch-size", type=int, default=d["batch_size"], help="structures per batch")
@@ -178,6 +190,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if not args.cal and cal_kwargs:
         given = ", ".join("--" + opt.replace("_", "-") for opt in _CAL_OPTIONS if getattr(args, opt) is not None)
         raise ValueError(f"CAL options ({given}) need --cal; got them with --no-cal")
+    if args.train_encoder and args.pretrained is None:
+        raise ValueError("--train-encoder needs --pretrained (a pretrained encoder to fine-tune); got none")
     data = read_labelled(args.data, target_key=args.target, stress_unit=args.stress_unit)
     result = train_model(
         data,
@@ -185,6 +199,8 @@ def _run_train(args: argparse.Namespace) -> int:
         cutoff=args.cutoff,
         hidden=args.hidden,
         nblocks=args.blocks,
+        pretrained=args.pretrained,
+        freeze_encoder=not args.train_encoder,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

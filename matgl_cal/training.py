@@ -497,6 +497,42 @@ def _json_ready(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def _pretrained_property_model(
+    pretrained: Any, freeze_encoder: bool, *, kind: str, family: str, hidden: int, nblocks: int, cutoff: float,
+    element_types: Sequence[str] | None, data: LabelledData,
+) -> torch.nn.Module:
+    """The property model of ``train_model(pretrained=...)``, after checking that no argument contradicts it."""
+    from matgl_cal.models import property_model_from
+
+    if kind != "property":
+        raise ValueError(
+            "`pretrained` applies to property data (one target per structure); to adapt a pretrained potential "
+            "to energies use matgl_cal.finetune_adversarial."
+        )
+    defaults = {"family": "M3GNet", "hidden": 64, "nblocks": 3}
+    given = {"family": family, "hidden": hidden, "nblocks": nblocks}
+    clash = [f"{k}={given[k]!r}" for k in defaults if given[k] != defaults[k]]
+    if element_types is not None:
+        clash.append("element_types=...")
+    if clash:
+        raise ValueError(
+            f"`pretrained` sets the architecture and elements; leave out {', '.join(clash)}."
+        )
+    model = property_model_from(pretrained, freeze_encoder=freeze_encoder)
+    if not math.isclose(float(model.cutoff), float(cutoff)):
+        raise ValueError(
+            f"`cutoff` must equal the pretrained model's cutoff ({float(model.cutoff)} A) or be left out; got {cutoff}."
+        )
+    known = set(model.element_types)
+    unknown = sorted({el.symbol for s in data.structures for el in s.composition.elements} - known)
+    if unknown:
+        raise ValueError(
+            f"`data` contains elements the pretrained model does not know: {unknown} "
+            f"(it knows {len(known)} elements)."
+        )
+    return model
+
+
 def train_model(
     data: LabelledData,
     *,
@@ -505,6 +541,8 @@ def train_model(
     cutoff: float = 5.0,
     hidden: int = 64,
     nblocks: int = 3,
+    pretrained: Any = None,
+    freeze_encoder: bool = True,
     epochs: int = 100,
     batch_size: int = 32,
     lr: float = 1e-3,
@@ -537,6 +575,13 @@ def train_model(
         cutoff: Graph cutoff radius in A.
         hidden: Feature width of the model (see :func:`build_model`).
         nblocks: Number of interaction blocks.
+        pretrained: Property data only: a pretrained M3GNet/TensorNet potential or model (object, model
+            directory or name, as :func:`matgl_cal.models.load_pretrained` takes) whose encoder the property
+            model reuses, with a new head (:func:`matgl_cal.models.property_model_from`). The architecture,
+            ``element_types`` and ``cutoff`` then come from it: ``family``, ``hidden``, ``nblocks`` and
+            ``element_types`` must be left at their defaults, and ``cutoff`` must equal the model's.
+        freeze_encoder: With ``pretrained``, train only the new head (the pretrained atom features become a
+            fixed descriptor); False fine-tunes the encoder too.
         epochs: Training epochs (>= 1).
         batch_size: Structures per batch (>= 1).
         lr: Adam learning rate; cosine-annealed to ``lr / 100`` over ``epochs``.
@@ -608,6 +653,15 @@ def train_model(
             raise ValueError(f"`force_weight` must be 0 for energy-only data (no force labels); got {force_weight}.")
         if stress_weight > 0 and data.stresses is None:
             raise ValueError(f"`stress_weight` must be 0 for data without stress labels; got {stress_weight}.")
+    if not isinstance(freeze_encoder, bool):
+        raise TypeError(f"`freeze_encoder` must be True or False; got {freeze_encoder!r}.")
+    base_model = None
+    if pretrained is not None:
+        base_model = _pretrained_property_model(
+            pretrained, freeze_encoder, kind=kind, family=family, hidden=hidden, nblocks=nblocks,
+            cutoff=cutoff, element_types=element_types, data=data,
+        )
+        element_types, cutoff = tuple(base_model.element_types), float(base_model.cutoff)
     out = _check_output_dir(output_dir, overwrite)
     callback = _make_callback(cal, epochs)
     element_types = tuple(get_element_list(data.structures) if element_types is None else element_types)
@@ -626,7 +680,12 @@ def train_model(
     prefix = "val" if val_loader is not None else "train"
 
     # ---------------------------------------------------------------- model and module
-    model = build_model(family, element_types=element_types, kind=kind, cutoff=cutoff, hidden=hidden, nblocks=nblocks)
+    if base_model is not None:
+        model = _pretrained_property_model(pretrained, freeze_encoder, kind=kind, family=family, hidden=hidden,
+                                           nblocks=nblocks, cutoff=cutoff, element_types=None, data=data)
+    else:
+        model = build_model(family, element_types=element_types, kind=kind, cutoff=cutoff, hidden=hidden,
+                            nblocks=nblocks)
     common = {"loss": loss, "lr": lr, "decay_steps": epochs, "decay_alpha": 0.01}
     config: dict[str, Any] = {
         "kind": kind,
@@ -635,6 +694,10 @@ def train_model(
         "cutoff": cutoff,
         "hidden": hidden,
         "nblocks": nblocks,
+        "pretrained": None if pretrained is None else (
+            os.fspath(pretrained) if isinstance(pretrained, str | os.PathLike) else type(pretrained).__name__
+        ),
+        "freeze_encoder": freeze_encoder if pretrained is not None else None,
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,

@@ -103,6 +103,52 @@ def test_property_with_cal_and_nothing_written_to_cwd(property_data, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _tiny_pes(element_types=("Cu", "Ni", "Al", "O")):
+    from builders import tiny_m3gnet
+    from matgl.apps.pes import Potential
+
+    torch.manual_seed(5)
+    return Potential(model=tiny_m3gnet(element_types, intensive=False))
+
+
+def test_property_on_a_frozen_pretrained_encoder(property_data, tmp_path):
+    pes = _tiny_pes()
+    encoder = {k: v.clone() for k, v in pes.model.state_dict().items() if not k.startswith("final_layer")}
+    out = tmp_path / "model"
+    run = {"cutoff": CUTOFF, "epochs": 2, "batch_size": 4, "progress": False, "val_fraction": 0.25}
+    result = train_model(property_data, pretrained=pes, cal=dict(CAL_FAST), output_dir=out, **run)
+    assert result.callback.adversarial_steps_done >= 1 and result.model.is_intensive
+    state = result.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in encoder.items())  # the encoder did not move
+    assert tuple(result.model.element_types) == tuple(pes.model.element_types)
+    config = json.loads((out / "config.json").read_text())
+    assert config["pretrained"] == "Potential" and config["freeze_encoder"] is True
+    loaded = matgl.load_model(out).eval()
+    s = property_data.structures[0]
+    assert float(loaded.predict_structure(s)) == pytest.approx(float(result.model.predict_structure(s)), rel=1e-6)
+    assert _mae_loaded_property(out, property_data, result.val_indices) == pytest.approx(
+        result.metrics["val_mae"], rel=1e-4
+    )
+    # freeze_encoder=False fine-tunes the encoder too
+    tuned = train_model(property_data, pretrained=pes, freeze_encoder=False, **run).model.state_dict()
+    assert any(not torch.equal(tuned[k], v) for k, v in encoder.items())
+
+
+def test_pretrained_argument_errors(property_data, potential_data):
+    pes = _tiny_pes()
+    run = {"epochs": 1, "progress": False}
+    with pytest.raises(ValueError, match=r"`pretrained` sets the architecture and elements; leave out hidden=8"):
+        train_model(property_data, pretrained=pes, hidden=8, cutoff=CUTOFF, **run)
+    with pytest.raises(ValueError, match=r"`cutoff` must equal the pretrained model's cutoff \(4.0 A\).*got 5.0"):
+        train_model(property_data, pretrained=pes, **run)
+    with pytest.raises(ValueError, match=r"`pretrained` applies to property data"):
+        train_model(potential_data, pretrained=pes, cutoff=CUTOFF, **run)
+    with pytest.raises(ValueError, match=r"elements the pretrained model does not know: \['Al', 'O'\]"):
+        train_model(property_data, pretrained=_tiny_pes(("Cu", "Ni")), cutoff=CUTOFF, **run)
+    with pytest.raises(TypeError, match=r"`freeze_encoder` must be True or False; got 'no'"):
+        train_model(property_data, pretrained=pes, freeze_encoder="no", cutoff=CUTOFF, **run)
+
+
 def test_potential_round_trip_same_energies(potential_data, tmp_path):
     out = tmp_path / "pot"
     result = train_model(potential_data, val_fraction=0.25, cal=CAL_FAST, output_dir=out, **TINY)
@@ -209,7 +255,7 @@ def test_help_lists_every_option(capsys):
         "--out", "--family", "--target", "--stress-unit", "--epochs", "--batch-size", "--lr", "--seed", "--cal",
         "--no-cal", "--space", "--attack-steps", "--model-steps", "--adversarial-batches", "--warmup-epochs",
         "--hardness", "--environments", "--n-cluster-envs", "--placement", "--max-perturbation", "--device",
-        "--overwrite",
+        "--overwrite", "--pretrained", "--train-encoder",
     ):  # fmt: skip
         assert option in text, option
     assert cli_module.main([]) == 2
@@ -257,6 +303,13 @@ def test_options_reach_the_library(monkeypatch, tmp_path, capsys):
     seen.clear()
     assert cli_module.main(["train", "d.json", "--out", "o", "--n-cluster-envs", "8"]) == 2
     assert "--n-cluster-envs needs --environments cluster" in capsys.readouterr().err and "train" not in seen
+    assert cli_module.main(["train", "d.json", "--out", "o", "--pretrained", "PES", "--train-encoder"]) == 2
+    assert seen["train"][1]["pretrained"] == "PES" and seen["train"][1]["freeze_encoder"] is False
+    assert cli_module.main(["train", "d.json", "--out", "o", "--pretrained", "PES"]) == 2
+    assert seen["train"][1]["freeze_encoder"] is True
+    seen.clear()
+    assert cli_module.main(["train", "d.json", "--out", "o", "--train-encoder"]) == 2
+    assert "--train-encoder needs --pretrained" in capsys.readouterr().err and "train" not in seen
     assert cli_module.main(["train", "d.json", "--out", "o", "--no-cal"]) == 2
     assert seen["train"][1]["cal"] is None
     assert cli_module.main(["train", "d.json", "--out", "o"]) == 2
