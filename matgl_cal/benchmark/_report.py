@@ -367,9 +367,15 @@ def make_report(
     if cfg.get("model") and cfg.get("training"):
         m, t = cfg["model"], cfg["training"]
         threebody = f", three-body cutoff {m.get('threebody_cutoff')}" if m.get("family") == "M3GNet" else ""
+        if m.get("pretrained"):
+            state = "frozen" if m.get("freeze_encoder", True) else "trained"
+            model = (f"Model: the encoder of `{m['pretrained']}` ({state}) with a new weighted-atom head, "
+                     f"cutoff {m.get('cutoff')}")
+        else:
+            model = (f"Model {m.get('family')} (units {m.get('units')}, nblocks {m.get('nblocks')}, "
+                     f"cutoff {m.get('cutoff')}{threebody})")
         lines.append(
-            f"Model {m.get('family')} (units {m.get('units')}, nblocks {m.get('nblocks')}, cutoff {m.get('cutoff')}"
-            f"{threebody}); {t.get('epochs')} epochs, batch {t.get('batch_size')}, "
+            f"{model}; {t.get('epochs')} epochs, batch {t.get('batch_size')}, "
             f"lr {t.get('lr')}, loss {t.get('loss')}, max_train {t.get('max_train')}, max_atoms {t.get('max_atoms')}, "
             f"selection: {t.get('select')}."
         )
