@@ -21,6 +21,7 @@ callback. What it adds is the bookkeeping a user would otherwise repeat:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -509,9 +510,9 @@ def _pretrained_property_model(
             "`pretrained` applies to property data (one target per structure); to adapt a pretrained potential "
             "to energies use matgl_cal.finetune_adversarial."
         )
-    defaults = {"family": "M3GNet", "hidden": 64, "nblocks": 3}
+    defaults = inspect.signature(train_model).parameters
     given = {"family": family, "hidden": hidden, "nblocks": nblocks}
-    clash = [f"{k}={given[k]!r}" for k in defaults if given[k] != defaults[k]]
+    clash = [f"{k}={v!r}" for k, v in given.items() if v != defaults[k].default]
     if element_types is not None:
         clash.append("element_types=...")
     if clash:
@@ -681,8 +682,10 @@ def train_model(
 
     # ---------------------------------------------------------------- model and module
     if base_model is not None:
-        model = _pretrained_property_model(pretrained, freeze_encoder, kind=kind, family=family, hidden=hidden,
-                                           nblocks=nblocks, cutoff=cutoff, element_types=None, data=data)
+        from matgl_cal.models import property_model_from
+
+        # the checked model again, with its new head initialised after seeding (no second load from disk)
+        model = property_model_from(base_model, freeze_encoder=freeze_encoder)
     else:
         model = build_model(family, element_types=element_types, kind=kind, cutoff=cutoff, hidden=hidden,
                             nblocks=nblocks)
