@@ -41,7 +41,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from matgl_cal.callback import AdversarialAugmentation
-from matgl_cal.labelled import LabelledData, collate_fn_for, to_mgl_dataset
+from matgl_cal.labelled import LabelledData, check_elements, collate_fn_for, to_mgl_dataset
 
 if TYPE_CHECKING:
     from torch import nn
@@ -524,13 +524,7 @@ def _pretrained_property_model(
         raise ValueError(
             f"`cutoff` must equal the pretrained model's cutoff ({float(model.cutoff)} A) or be left out; got {cutoff}."
         )
-    known = set(model.element_types)
-    unknown = sorted({el.symbol for s in data.structures for el in s.composition.elements} - known)
-    if unknown:
-        raise ValueError(
-            f"`data` contains elements the pretrained model does not know: {unknown} "
-            f"(it knows {len(known)} elements)."
-        )
+    check_elements(data, model.element_types)
     return model
 
 

@@ -143,7 +143,7 @@ def test_pretrained_argument_errors(property_data, potential_data):
         train_model(property_data, pretrained=pes, **run)
     with pytest.raises(ValueError, match=r"`pretrained` applies to property data"):
         train_model(potential_data, pretrained=pes, cutoff=CUTOFF, **run)
-    with pytest.raises(ValueError, match=r"elements the pretrained model does not know: \['Al', 'O'\]"):
+    with pytest.raises(ValueError, match=r"`element_types` \(2 elements\); got elements absent from it: \['Al', 'O'\]"):
         train_model(property_data, pretrained=_tiny_pes(("Cu", "Ni")), cutoff=CUTOFF, **run)
     with pytest.raises(TypeError, match=r"`freeze_encoder` must be True or False; got 'no'"):
         train_model(property_data, pretrained=pes, freeze_encoder="no", cutoff=CUTOFF, **run)
