@@ -126,7 +126,12 @@ class PropertyTask(_Task):
         preds = self._forward(parts, g, lat)
         return (preds * self.pl_module.data_std + self.pl_module.data_mean).mean(dim=1)
 
-    _HEADS: ClassVar[dict[str, str]] = {"M3GNet": "final_layer", "TensorNet": "final_layer", "MEGNet": "output_proj"}
+    _HEADS: ClassVar[dict[str, str]] = {
+        "M3GNet": "final_layer",
+        "TensorNet": "final_layer",
+        "MEGNet": "output_proj",
+        "FrozenEncoderHead": "final_layer",
+    }
 
     def head(self) -> nn.Module | None:  # noqa: D102
         model = self.model

@@ -96,6 +96,12 @@ def _add_train(subparsers: Any) -> None:
         action="store_true",
         help="with --pretrained, fine-tune the encoder too (default: frozen, only the new head trains)",
     )
+    m.add_argument(
+        "--no-encode-once",
+        action="store_true",
+        help="with a frozen --pretrained encoder, run the whole model every step instead of training the head on "
+        "encoder features computed once (same model, up to float rounding; the default is much faster)",
+    )
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs")
     t.add_argument("--batch-size", type=int, default=d["batch_size"], help="structures per batch")
@@ -192,6 +198,8 @@ def _run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"CAL options ({given}) need --cal; got them with --no-cal")
     if args.train_encoder and args.pretrained is None:
         raise ValueError("--train-encoder needs --pretrained (a pretrained encoder to fine-tune); got none")
+    if args.no_encode_once and (args.pretrained is None or args.train_encoder):
+        raise ValueError("--no-encode-once applies to a frozen --pretrained encoder; got it without one")
     data = read_labelled(args.data, target_key=args.target, stress_unit=args.stress_unit)
     result = train_model(
         data,
@@ -201,6 +209,7 @@ def _run_train(args: argparse.Namespace) -> int:
         nblocks=args.blocks,
         pretrained=args.pretrained,
         freeze_encoder=not args.train_encoder,
+        encode_once=False if args.no_encode_once else None,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

@@ -178,6 +178,7 @@ class ReadoutSpace(LatentModuleSpace):
         "MEGNet": ("output_proj", "input"),
         "TensorNet": ("final_layer", "input"),
         "SO3Net": ("final_layer", "input"),
+        "FrozenEncoderHead": ("final_layer", "input"),
     }
 
 
@@ -219,10 +220,10 @@ class PositionsSpace(PerturbationSpace):
     rows = "atoms"
 
     def supports(self, model: nn.Module) -> bool:  # noqa: D102
-        return True
+        return _reads_structure(model)
 
     def describe_support(self) -> str:  # noqa: D102
-        return "supported: every MatGL model built from frac_coords"
+        return "supported: every MatGL model built from frac_coords (not a head on stored encoder features)"
 
     @contextlib.contextmanager
     def inject(self, model: nn.Module, g: Any, lat: torch.Tensor, delta: DeltaFn) -> Iterator[tuple[Any, torch.Tensor]]:  # noqa: D102
@@ -249,10 +250,10 @@ class StrainSpace(PerturbationSpace):
     rows = "graphs"
 
     def supports(self, model: nn.Module) -> bool:  # noqa: D102
-        return True
+        return _reads_structure(model)
 
     def describe_support(self) -> str:  # noqa: D102
-        return "supported: every MatGL model built from frac_coords and the lattice"
+        return "supported: every MatGL model built from frac_coords and the lattice (not a head on stored encoder features)"
 
     @contextlib.contextmanager
     def inject(self, model: nn.Module, g: Any, lat: torch.Tensor, delta: DeltaFn) -> Iterator[tuple[Any, torch.Tensor]]:  # noqa: D102
@@ -273,6 +274,11 @@ def voigt_to_matrix(voigt: torch.Tensor) -> torch.Tensor:
     xx, yy, zz, yz, xz, xy = voigt.unbind(-1)
     rows = [torch.stack([xx, xy, xz], -1), torch.stack([xy, yy, yz], -1), torch.stack([xz, yz, zz], -1)]
     return torch.stack(rows, -2)
+
+
+def _reads_structure(model: nn.Module) -> bool:
+    """False for models that read stored encoder features instead of the structure (FrozenEncoderHead)."""
+    return bool(getattr(model, "reads_structure", True))
 
 
 def _node_batch(g: Any, like: torch.Tensor) -> torch.Tensor:

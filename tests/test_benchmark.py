@@ -358,6 +358,50 @@ def test_pretrained_frozen_encoder_run(tiny_data, tmp_path, monkeypatch):
         run_one(_tiny_config(tiny_data, tmp_path, model={"pretrained": "tiny-pes", "cutoff": 4.5}), "erm", "LOCO", 0, 0)
 
 
+def test_encode_once_run_matches_the_full_forward_and_caches_features(tiny_data, tmp_path, monkeypatch):
+    import torch
+    from matgl.apps.pes import Potential
+    from matgl.config import DEFAULT_ELEMENTS
+
+    torch.manual_seed(0)
+    Potential(model=b.tiny_m3gnet(DEFAULT_ELEMENTS, intensive=False, basis=2)).save(tmp_path / "models" / "tiny-pes")
+    monkeypatch.setenv("MATGL_CAL_MODELS", str(tmp_path / "models"))
+    frozen = {"pretrained": "tiny-pes", "cutoff": b.CUTOFF}
+    recs = {}
+    for label, model in (("full", frozen), ("fast", dict(frozen, encode_once=True))):
+        cfg = _tiny_config(tiny_data, tmp_path / label, model=model)
+        cfg["training"]["epochs"] = 2
+        recs[label] = {m: run_one(cfg, m, "LOCO", 0, 0) for m in ("erm", "cal")}
+    for m in ("erm", "cal"):
+        full, fast = recs["full"][m], recs["fast"][m]
+        assert fast["config"]["model"]["encode_once"] is True and "encode_once" not in full["config"]["model"]
+        assert fast["fingerprint"] != full["fingerprint"]
+        assert fast["optimizer_steps"] == full["optimizer_steps"]
+        np.testing.assert_allclose(
+            fast["test_predictions"]["y_pred"], full["test_predictions"]["y_pred"], rtol=1e-4, atol=1e-5
+        )
+    cached = list((tmp_path / "fast" / "cache" / "encoded").glob("*.pt"))
+    assert len(cached) == 1
+    # a second process reads the stored features instead of running the encoder
+    monkeypatch.setattr("matgl_cal.encoded.encode_graphs", lambda *a, **k: pytest.fail("encoded twice"))
+    cfg = _tiny_config(tiny_data, tmp_path / "fast", model=dict(frozen, encode_once=True), seeds=[1])
+    cfg["training"]["epochs"] = 2
+    assert math.isfinite(run_one(cfg, "erm", "LOCO", 0, 1)["metrics"]["test"]["mae"])
+
+
+def test_encode_once_config_errors(tiny_data, tmp_path):
+    frozen = {"pretrained": "p", "cutoff": b.CUTOFF}
+    with pytest.raises(ValueError, match=r"model.encode_once needs a frozen pretrained encoder"):
+        config_from_dict(_tiny_config(tiny_data, tmp_path, model={"encode_once": True}))
+    with pytest.raises(ValueError, match=r"model.encode_once needs a frozen pretrained encoder"):
+        config_from_dict(_tiny_config(tiny_data, tmp_path, model=dict(frozen, freeze_encoder=False, encode_once=True)))
+    with pytest.raises(TypeError, match=r"model.encode_once must be true or false, got str 'yes'"):
+        config_from_dict(_tiny_config(tiny_data, tmp_path, model=dict(frozen, encode_once="yes")))
+    methods = {"erm": {}, "strained": {"kind": "cal", "space": "strain"}}
+    with pytest.raises(ValueError, match=r"only the 'readout' space.*strained \(space 'strain'\)"):
+        config_from_dict(_tiny_config(tiny_data, tmp_path, model=dict(frozen, encode_once=True), methods=methods))
+
+
 @pytest.mark.parametrize("family", ["MEGNet", "TensorNet"])
 def test_other_model_families_run(tiny_data, tmp_path, family):
     model = {"family": family, "units": 8, "nblocks": 1, "cutoff": b.CUTOFF}

@@ -129,9 +129,34 @@ def test_property_on_a_frozen_pretrained_encoder(property_data, tmp_path):
     assert _mae_loaded_property(out, property_data, result.val_indices) == pytest.approx(
         result.metrics["val_mae"], rel=1e-4
     )
+    assert config["encode_once"] is True  # the default fast path: the head trained on stored encoder features
     # freeze_encoder=False fine-tunes the encoder too
     tuned = train_model(property_data, pretrained=pes, freeze_encoder=False, **run).model.state_dict()
     assert any(not torch.equal(tuned[k], v) for k, v in encoder.items())
+
+
+def test_encode_once_trains_the_same_model_as_the_full_forward(property_data):
+    pes = _tiny_pes()
+    run = {"cutoff": CUTOFF, "epochs": 3, "batch_size": 4, "progress": False, "val_fraction": 0.25}
+    for cal in (None, dict(CAL_FAST)):
+        fast = train_model(property_data, pretrained=pes, cal=cal, **run)
+        full = train_model(property_data, pretrained=pes, cal=cal, encode_once=False, **run)
+        assert fast.config["encode_once"] is True and full.config["encode_once"] is False
+        assert type(fast.model) is type(full.model) and type(fast.module.model) is type(full.model)
+        for key, value in full.model.state_dict().items():
+            torch.testing.assert_close(fast.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+        assert fast.metrics["val_mae"] == pytest.approx(full.metrics["val_mae"], rel=1e-4)
+        for a, b in zip(fast.history, full.history, strict=True):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    # a space that needs the structure runs the full model by default and is an error with encode_once=True
+    strain = dict(CAL_FAST, space="strain")
+    assert train_model(property_data, pretrained=pes, cal=strain, **run).config["encode_once"] is False
+    with pytest.raises(ValueError, match=r"`encode_once=True` trains the head on stored encoder features.*'strain'"):
+        train_model(property_data, pretrained=pes, cal=strain, encode_once=True, **run)
+    with pytest.raises(ValueError, match=r"`encode_once=True` needs a frozen pretrained encoder"):
+        train_model(property_data, pretrained=pes, freeze_encoder=False, encode_once=True, **run)
+    with pytest.raises(TypeError, match=r"`encode_once` must be None, True or False; got 1"):
+        train_model(property_data, pretrained=pes, encode_once=1, **run)
 
 
 def test_pretrained_argument_errors(property_data, potential_data):
@@ -306,8 +331,13 @@ def test_options_reach_the_library(monkeypatch, tmp_path, capsys):
     assert cli_module.main(["train", "d.json", "--out", "o", "--pretrained", "PES", "--train-encoder"]) == 2
     assert seen["train"][1]["pretrained"] == "PES" and seen["train"][1]["freeze_encoder"] is False
     assert cli_module.main(["train", "d.json", "--out", "o", "--pretrained", "PES"]) == 2
-    assert seen["train"][1]["freeze_encoder"] is True
+    assert seen["train"][1]["freeze_encoder"] is True and seen["train"][1]["encode_once"] is None
+    assert cli_module.main(["train", "d.json", "--out", "o", "--pretrained", "PES", "--no-encode-once"]) == 2
+    assert seen["train"][1]["encode_once"] is False
     seen.clear()
+    assert cli_module.main(["train", "d.json", "--out", "o", "--no-encode-once"]) == 2
+    assert "--no-encode-once applies to a frozen --pretrained encoder" in capsys.readouterr().err
+    assert "train" not in seen
     assert cli_module.main(["train", "d.json", "--out", "o", "--train-encoder"]) == 2
     assert "--train-encoder needs --pretrained" in capsys.readouterr().err and "train" not in seen
     assert cli_module.main(["train", "d.json", "--out", "o", "--no-cal"]) == 2

@@ -119,6 +119,7 @@ class _Data:
         self._folds: dict[str, Any] = {}
         self._graphs: Any = None
         self._graph_pos: dict[int, int] = {}
+        self._encoded: tuple[str, Any] | None = None
 
     @functools.cached_property
     def dataset(self) -> Any:
@@ -242,6 +243,42 @@ class _Data:
             )
             self._graph_pos = {int(i): k for k, i in enumerate(needed)}
         return self._graphs, self._graph_pos
+
+
+    def encoded(self, model: torch.nn.Module) -> Any:
+        """The current graphs run once through ``model``'s frozen encoder (:func:`matgl_cal.encoded.encode_graphs`).
+
+        Same positions as :meth:`graphs`. Kept in memory, and on disk beside the graph cache under a key of the
+        graphs and of every encoder weight, so shards and reruns encode each structure once.
+        """
+        from matgl_cal.datasets import resolve_cache_dir
+        from matgl_cal.datasets._graph_cache import _atomic_torch_save
+        from matgl_cal.encoded import EncodedGraphDataset, encode_graphs, encoder_fingerprint
+
+        graphs = self._graphs
+        key = f"{graphs.cache_key[:16]}-{encoder_fingerprint(model)[:16]}"
+        if self._encoded is not None and self._encoded[0] == key:
+            return self._encoded[1]
+        path = resolve_cache_dir(self.config.cache_dir) / "encoded" / f"{self.config.dataset}-{key}.pt"
+        encoded = None
+        if path.is_file():
+            try:
+                encoded = EncodedGraphDataset.from_state_dict(torch.load(path, weights_only=True))
+                if len(encoded) != len(graphs):
+                    encoded = None
+            except (OSError, RuntimeError, KeyError, TypeError, ValueError) as err:
+                log.warning("Unreadable encoder-feature cache %s (%s); recomputing.", path, err)
+                encoded = None
+        if encoded is None:
+            t0 = time.perf_counter()
+            encoded = encode_graphs(model, graphs, batch_size=self.config.training.batch_size)
+            log.info("Encoded %d structures in %.1f s", len(encoded), time.perf_counter() - t0)
+            try:
+                _atomic_torch_save(encoded.state_dict(), path)
+            except OSError as err:
+                log.warning("Could not write encoder-feature cache %s (%s).", path, err)
+        self._encoded = (key, encoded)
+        return encoded
 
 
 def plan_runs(
@@ -434,8 +471,15 @@ def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: d
 
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     model = _build_model(cfg)
+    trained: torch.nn.Module = model
+    if cfg.model.encode_once:
+        from matgl_cal.encoded import FrozenEncoderHead
+
+        encoded = data.encoded(model)  # same positions as `graphs`
+        subsets = {k: Subset(encoded, [pos[int(i)] for i in v]) for k, v in parts.items()}
+        trained = FrozenEncoderHead(model)
     module = ModelLightningModule(
-        model=model,
+        model=trained,
         data_mean=mean,
         data_std=std,
         loss=tr.loss,
@@ -682,11 +726,14 @@ def _all_parts(cfg: BenchmarkConfig, data: _Data, specs: list[RunSpec]) -> dict[
 def _convert_all(data: _Data, parts_of: dict[tuple[str, str], dict[str, np.ndarray]]) -> int:
     needed = np.unique(np.concatenate([a for parts in parts_of.values() for a in parts.values()]))
     data.graphs(needed)
+    if data.config.model.encode_once:
+        data.encoded(_build_model(data.config))  # the encoder's features are the same for every run and seed
     return int(needed.size)
 
 
 def prepare_benchmark(config: BenchmarkConfig | Mapping[str, Any] | str | os.PathLike) -> int:
-    """Convert and cache the graphs of every structure a benchmark uses, without training.
+    """Convert and cache the graphs of every structure a benchmark uses (and, with ``model.encode_once``, their
+    encoder features), without training.
 
     :func:`run_benchmark` converts the same set (all its runs, done or not, in every shard), so it
     then reads the cache. Run this once before starting shards in parallel, so that they do not each
