@@ -13,6 +13,11 @@ the reported source change is measured on the fold's validation part, which fine
 L2-SP 10, WiSE-FT, ``max_source_increase="auto"`` = 0.05); "finetune+defaults" is the same call with
 ``adversarial=False``.
 
+``--pretrained NAME`` (e.g. ``M3GNet-PES-MatPES-PBE-2025.2``) pretrains a new head on that potential's frozen
+encoder instead of a small M3GNet from scratch (``train_model(pretrained=..., freeze_encoder=True)``, trained on
+stored encoder features); fine-tuning then adapts the head only (the encoder stays frozen): the CAL paper's own
+regime of fixed descriptors and a trained MLP.
+
 Run: ``python benchmarks/bench_finetune_property.py --json out.json``; prints two markdown tables: target MAE and
 source change (mean and worst run) per method, and the paired changes of each CAL arm against its conventional
 twin and of every arm against zero-shot. A rerun with every run recorded in ``--json`` only prints them.
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train", type=int, default=400)
     parser.add_argument("--max-atoms", type=int, default=16)
     parser.add_argument("--pretrain-epochs", type=int, default=12)
+    parser.add_argument("--pretrained", default=None,
+                        help="pretrain a head on this potential's frozen encoder (name or directory) instead")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--max-source-increase", type=float, default=0.05)
@@ -86,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             if all((m, fold, seed, n) in done for m in [*args.methods, "zero_shot"] for n in args.n_target):
                 continue
             t0 = time.perf_counter()
-            pre = train_model(labelled(train_ids), family="M3GNet", element_types=elements, hidden=32, nblocks=2,
-                              epochs=args.pretrain_epochs, batch_size=32, lr=2e-3, val_fraction=0.1, seed=seed,
-                              loss="l1_loss", progress=False, accelerator="cpu")
+            arch = ({"pretrained": args.pretrained} if args.pretrained else
+                    {"family": "M3GNet", "element_types": elements, "hidden": 32, "nblocks": 2})
+            pre = train_model(labelled(train_ids), **arch, epochs=args.pretrain_epochs, batch_size=32, lr=2e-3,
+                              val_fraction=0.1, seed=seed, loss="l1_loss", progress=False, accelerator="cpu")
             pretrain_s = time.perf_counter() - t0
             source_before = evaluate(pre.model, source_val)["mae"]
             order = np.random.default_rng(seed).permutation(len(test_ids))
