@@ -6,7 +6,8 @@ of the fold's test cluster and evaluate on the rest of that cluster; retention =
 fold's validation part (source domain) relative to the pretrained model.
 
 Methods: zero_shot (the pretrained model); finetune / cal (conventional / targeted CAL); each also with
-anti-forgetting ("+af": replay of the fold's training structures, ratio 1, and L2-SP); "+af+bound" adds WiSE-FT
+anti-forgetting ("+af": replay of the fold's training structures, ratio 1, and L2-SP; "+replay": the replay
+alone); "+af+bound" adds WiSE-FT
 with ``max_source_increase=--max-source-increase`` (checked on the training structures not drawn for replay;
 the reported source change is measured on the fold's validation part, which fine-tuning never sees);
 "cal+defaults" is a bare call with the training structures as ``source``: the library's defaults (replay ratio 1,
@@ -45,6 +46,8 @@ METHODS = {
     "cal+af": {"adversarial": True, "af": True},
     "finetune+af+bound": {"adversarial": False, "af": True, "bound": True},
     "cal+af+bound": {"adversarial": True, "af": True, "bound": True},
+    "finetune+replay": {"adversarial": False, "replay": True},
+    "cal+replay": {"adversarial": True, "replay": True},
     "cal+defaults": {"adversarial": True, "library_defaults": True},
     "finetune+defaults": {"adversarial": False, "library_defaults": True},
 }
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                     extra = {"l2sp": 0.0, "wise_ft": False, "max_source_increase": None}
                     if spec.get("af"):
                         extra.update(source=labelled(train_ids), replay_ratio=1.0, l2sp=10.0)
+                    if spec.get("replay"):  # replay of the training structures alone (no L2-SP, no WiSE-FT)
+                        extra.update(source=labelled(train_ids), replay_ratio=1.0)
                     if spec.get("bound"):
                         extra.update(wise_ft=True, max_source_increase=args.max_source_increase)
                     if spec.get("library_defaults"):  # a bare call with source data: the library's defaults

@@ -39,14 +39,21 @@ from torch.utils.data import Dataset
 
 from matgl_cal.models import HEAD_PREFIXES
 
-__all__ = ["ENCODED_FEATURES", "EncodedGraphDataset", "FrozenEncoderHead", "encode_graphs", "encoder_fingerprint"]
+__all__ = [
+    "ENCODED_FEATURES",
+    "EncodedGraphDataset",
+    "FrozenEncoderHead",
+    "encode_graphs",
+    "encoder_fingerprint",
+    "predict_encoded",
+]
 
 #: Name of the per-atom feature attribute that :func:`encode_graphs` stores on each graph.
 ENCODED_FEATURES = "encoder_features"
 
 
-def _check_frozen_property_model(model: Any, name: str = "model") -> None:
-    """Raise unless ``model`` is an intensive M3GNet/TensorNet regression model whose encoder does not train."""
+def _check_frozen_property_model(model: Any, name: str = "model", *, frozen: bool = True) -> None:
+    """Raise unless ``model`` is an intensive M3GNet/TensorNet regression model (whose encoder does not train)."""
     cls = type(model).__name__
     if cls not in ("M3GNet", "TensorNet") or not isinstance(model, nn.Module):
         raise TypeError(
@@ -60,7 +67,7 @@ def _check_frozen_property_model(model: Any, name: str = "model") -> None:
     if getattr(model, "field", "node_feat") != "node_feat":
         raise ValueError(f"`{name}` must pool node features (field='node_feat'); got field={model.field!r}.")
     training = sorted({n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad and not n.startswith(HEAD_PREFIXES)})
-    if training:
+    if frozen and training:
         raise ValueError(
             f"`{name}` must have a frozen encoder (only {list(HEAD_PREFIXES)} may train); parameters of {training} "
             "require gradients. Build it with property_model_from(..., freeze_encoder=True)."
@@ -78,6 +85,7 @@ class FrozenEncoderHead(nn.Module):
     Args:
         model: An intensive M3GNet or TensorNet whose parameters outside ``readout``/``final_layer`` do not
             require gradients (``property_model_from(..., freeze_encoder=True)``).
+        check_frozen: Check that. Off only for inference (:func:`predict_encoded`).
 
     Attributes:
         model: The full model (not a registered submodule, so this module's ``state_dict`` is the head only).
@@ -94,9 +102,9 @@ class FrozenEncoderHead(nn.Module):
     task_type: ClassVar[str] = "regression"
     dropout: ClassVar[None] = None
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, check_frozen: bool = True) -> None:
         super().__init__()
-        _check_frozen_property_model(model)
+        _check_frozen_property_model(model, frozen=check_frozen)
         self.readout = model.readout
         self.final_layer = model.final_layer
         self.__dict__["model"] = model  # kept out of the module tree on purpose
@@ -324,3 +332,42 @@ def encode_graphs(
         labels=labels,
         fingerprint=encoder_fingerprint(model),
     )
+
+
+def predict_encoded(model: nn.Module, encoded: EncodedGraphDataset, *, batch_size: int = 64) -> torch.Tensor:
+    """Predictions of ``model`` for every structure of ``encoded``, running its head only.
+
+    Exact only when ``model``'s encoder is the one that made the features; that is checked (WiSE-FT mixes and
+    fine-tuned copies of a frozen encoder pass), so ``model`` need not have ``requires_grad`` off.
+
+    Args:
+        model: An intensive M3GNet/TensorNet property model.
+        encoded: Features from :func:`encode_graphs`.
+        batch_size: Structures per head pass.
+
+    Returns:
+        ``(len(encoded),)`` float64 predictions, in the model's output units, on the CPU.
+
+    Raises:
+        ValueError: ``model``'s encoder weights differ from those that made ``encoded``.
+    """
+    from matgl.graph.data import collate_fn_graph
+    from torch.utils.data import DataLoader
+
+    if encoder_fingerprint(model) != encoded.fingerprint:
+        raise ValueError(
+            "`model`'s encoder weights differ from those that made `encoded`: its features would be wrong; encode "
+            "the structures with this model (encode_graphs) or run the full model."
+        )
+    head = FrozenEncoderHead(model, check_frozen=False)
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    preds = []
+    try:
+        with torch.no_grad():
+            for g, _lat, _state, _labels in DataLoader(encoded, batch_size=batch_size, collate_fn=collate_fn_graph):
+                preds.append(head(g.to(device)).reshape(-1).double().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(preds)

@@ -249,6 +249,65 @@ def _selection_error(model: Any, data: LabelledData) -> float:
     return _score(evaluate(model, data))
 
 
+class _Scorer:
+    """The selection error of models on fixed labelled data, from the structures or from stored encoder features.
+
+    With ``encoded`` (the data's features from the frozen encoder of a property model that fine-tuning trains the
+    head of), every model scored shares that encoder (WiSE-FT mixes of a frozen encoder leave it exactly as it
+    was), so only its head runs: the same MAE as :func:`_selection_error` up to float rounding.
+    """
+
+    def __init__(self, data: LabelledData, encoded: Any = None) -> None:
+        self.data = data
+        self._encoded = encoded
+
+    @classmethod
+    def on(cls, data: LabelledData, encoder: Any = None) -> _Scorer:
+        """A scorer of ``data``, which ``encoder`` (a frozen-encoder property model, or None) encodes once."""
+        if encoder is None:
+            return cls(data)
+        from matgl_cal.encoded import encode_graphs
+
+        graphs = to_mgl_dataset(data, element_types=tuple(encoder.element_types), cutoff=float(encoder.cutoff))
+        return cls(data, encode_graphs(encoder, graphs))
+
+    def error(self, model: Any) -> float:
+        """MAE (property models) or energy MAE (eV/atom, potentials) of ``model`` on the data."""
+        if self._encoded is None:
+            return _selection_error(model, self.data)
+        from matgl_cal.encoded import predict_encoded
+
+        pred = predict_encoded(model, self._encoded).numpy()
+        return float(np.mean(np.abs(pred - np.asarray(self.data.targets, dtype=np.float64))))
+
+
+def _head_only(model: Any, potential: bool, freeze: Sequence[str] | None, cal_kwargs: dict[str, Any] | None) -> bool:
+    """Whether fine-tuning trains only an intensive M3GNet/TensorNet's head (``readout``, ``final_layer``), so its
+    encoder features can be computed once: every other parameter is frozen (``requires_grad`` off or named in
+    ``freeze``) and CAL, if any, perturbs the readout."""
+    from matgl_cal.models import HEAD_PREFIXES
+
+    if potential or type(model).__name__ not in ("M3GNet", "TensorNet") or not getattr(model, "is_intensive", False):
+        return False
+    if getattr(model, "include_state", False) or getattr(model, "field", "node_feat") != "node_feat":
+        return False
+    if (cal_kwargs or {}).get("space", "readout") != "readout":
+        return False
+    prefixes = tuple(freeze or ())
+    encoder = [(n, p) for n, p in model.named_parameters() if not n.startswith(HEAD_PREFIXES)]
+    return bool(encoder) and all(not p.requires_grad or n.startswith(prefixes) for n, p in encoder)
+
+
+def _frozen_copy(model: Any) -> Any:
+    """A copy of a head-only property model with ``requires_grad`` off outside the head (to encode with)."""
+    from matgl_cal.models import HEAD_PREFIXES
+
+    copy = clone_model(model)
+    for name, p in copy.named_parameters():
+        p.requires_grad_(name.startswith(HEAD_PREFIXES))
+    return copy
+
+
 # --------------------------------------------------------------------------- main entry
 def finetune_adversarial(
     model: Any,
@@ -431,17 +490,24 @@ def finetune_adversarial(
         if held_source is src and replay is not None:
             log.warning("max_source_increase: replay drew every source structure, so the bound is checked on "
                         "structures the model trained on; give more source data for a held-out check")
-        source_guard = _SourceProbe(held_source, _selection_error(pretrained, held_source), max_source_increase)
+    # A frozen encoder (every parameter but the head's): its features are computed once for training and scoring.
+    encoder = _frozen_copy(start) if _head_only(start, potential, freeze, cal_kwargs) else None
+    if max_source_increase is not None:
+        scorer = _Scorer.on(held_source, encoder)
+        source_guard = _SourceProbe(scorer, scorer.error(pretrained), max_source_increase)
     guards = [g for g in (drift_guard, source_guard) if g is not None]
     settings = {k: v for k, v in locals().items() if k in _SETTING_NAMES}
-    graphs = _build_graphs(start, potential, fit_data, val_data, replay)
+    settings["encoded_once"] = encoder is not None
+    graphs = _build_graphs(start, potential, fit_data, val_data, replay, encoder)
+    val_scorer = None if val_data is None else _Scorer(val_data, graphs.val if graphs.encoded else None)
     members, histories, alphas = [], [], []
     for k in range(n_models):
         member, history, alpha = _fit_member(
             start, graphs, val_data, potential=potential, adversarial=adversarial, epochs=epochs,
             batch_size=batch_size, lr=lr, weights={"energy": energy_weight, "force": force_weight,
                                                   "stress": stress_weight},
-            l2sp=l2sp, wise_ft=wise_ft, guards=guards, freeze=freeze, patience=early_stopping_patience,
+            l2sp=l2sp, wise_ft=wise_ft, guards=guards, val_scorer=val_scorer, freeze=freeze,
+            patience=early_stopping_patience,
             cal_kwargs=cal_kwargs or {}, seed=seed + k, device=device, progress=progress,
         )
         if offset_fitter is not None and val_data is not None:
@@ -489,11 +555,15 @@ class _Graphs:
     n_fit: int
     collate: Any
     energy_only: bool
+    encoded: bool = False
 
 
 def _build_graphs(
-    start: Any, potential: bool, fit_data: LabelledData, val_data: LabelledData | None, replay: LabelledData | None
+    start: Any, potential: bool, fit_data: LabelledData, val_data: LabelledData | None, replay: LabelledData | None,
+    encoder: Any = None,
 ) -> _Graphs:
+    """Graphs of the fit (+ replay) and validation parts; with ``encoder`` (a frozen-encoder property model), their
+    encoder features (:func:`matgl_cal.encoded.encode_graphs`), for training the head alone."""
     bare = start.model if potential else start
     element_types, cutoff = tuple(bare.element_types), float(bare.cutoff)
     fit_ds = to_mgl_dataset(fit_data, element_types=element_types, cutoff=cutoff)
@@ -501,29 +571,39 @@ def _build_graphs(
     if replay is not None and len(replay):
         train_ds = ConcatDataset([fit_ds, to_mgl_dataset(replay, element_types=element_types, cutoff=cutoff)])
     val_ds = None if val_data is None else to_mgl_dataset(val_data, element_types=element_types, cutoff=cutoff)
-    return _Graphs(train=train_ds, val=val_ds, n_fit=len(fit_ds), collate=collate_fn_for(fit_ds),
-                   energy_only=potential and fit_data.forces is None)
+    collate = collate_fn_for(fit_ds)
+    if encoder is not None:
+        from matgl_cal.encoded import encode_graphs
+
+        train_ds = encode_graphs(encoder, train_ds)
+        val_ds = None if val_ds is None else encode_graphs(encoder, val_ds)
+    return _Graphs(train=train_ds, val=val_ds, n_fit=len(fit_ds), collate=collate,
+                   energy_only=potential and fit_data.forces is None, encoded=encoder is not None)
 
 
 def _fit_member(
     start: Any, graphs: _Graphs, val_data: LabelledData | None, *,
     potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, weights: dict[str, float],
-    l2sp: float, wise_ft: bool, guards: Sequence[_DriftProbe | _SourceProbe], freeze: Sequence[str] | None,
-    patience: int | None, cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
+    l2sp: float, wise_ft: bool, guards: Sequence[_DriftProbe | _SourceProbe], val_scorer: _Scorer | None,
+    freeze: Sequence[str] | None, patience: int | None, cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
 ) -> tuple[Any, list[dict[str, float]], float]:
     L.seed_everything(seed, workers=True, verbose=False)
     work = clone_model(start).cpu().train()
     bare = work.model if potential else work
-    if potential:
-        module = _carry_potential(work, energy_only=graphs.energy_only, weights=weights, lr=lr, epochs=epochs)
-    else:
-        module = ModelLightningModule(model=bare, data_mean=0.0, data_std=1.0, loss="mse_loss", lr=lr,
-                                      decay_steps=max(epochs, 1), decay_alpha=0.1)
     if freeze:
         for name, p in bare.named_parameters():
             if any(name.startswith(prefix) for prefix in freeze):
                 p.requires_grad_(False)
+    if potential:
+        module = _carry_potential(work, energy_only=graphs.energy_only, weights=weights, lr=lr, epochs=epochs)
+    else:
+        trained: Any = bare
+        if graphs.encoded:
+            from matgl_cal.encoded import FrozenEncoderHead
 
+            trained = FrozenEncoderHead(bare)  # the head of `bare`, on the stored encoder features
+        module = ModelLightningModule(model=trained, data_mean=0.0, data_std=1.0, loss="mse_loss", lr=lr,
+                                      decay_steps=max(epochs, 1), decay_alpha=0.1)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(graphs.train, batch_size=batch_size, shuffle=True, collate_fn=graphs.collate,
                               generator=generator)
@@ -561,10 +641,10 @@ def _fit_member(
 
     # Same class and construction arguments as the start model (so save/load round-trips), trained weights.
     result = clone_model(start)
-    result.load_state_dict(module.model.state_dict())
+    result.load_state_dict(work.state_dict() if graphs.encoded else module.model.state_dict())
     alpha = 1.0
     if wise_ft and (val_data is not None or guards):
-        alpha, result = _wise_ft(start, result, val_data, guards)
+        alpha, result = _wise_ft(start, result, val_scorer, guards)
     return result.eval(), history.rows, alpha
 
 
@@ -584,16 +664,21 @@ class _DriftProbe:
 class _SourceProbe:
     """Held-out labelled source data, the pretrained model's error on it and the largest relative increase."""
 
-    data: LabelledData
+    scorer: _Scorer
     base_error: float
     limit: float
 
+    @property
+    def data(self) -> LabelledData:
+        """The held-out source structures and labels."""
+        return self.scorer.data
+
     def value(self, model: Any) -> float:
         """Relative change of ``model``'s error on the data against ``base_error`` (0.05 = 5 % worse)."""
-        return _selection_error(model, self.data) / max(self.base_error, 1e-12) - 1.0
+        return self.scorer.error(model) / max(self.base_error, 1e-12) - 1.0
 
 
-def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None,
+def _wise_ft(start: Any, tuned: Any, val_scorer: _Scorer | None,
              guards: Sequence[_DriftProbe | _SourceProbe] = ()) -> tuple[float, Any]:
     """Pick ``a`` in {0, 0.1, ..., 1} minimising the validation error of ``theta_0 + a (theta - theta_0)``.
 
@@ -608,7 +693,7 @@ def _wise_ft(start: Any, tuned: Any, val_data: LabelledData | None,
         tuned.load_state_dict(_mixed_state(base, final, float(a)))
         if a > 0 and any(g.value(tuned) > g.limit for g in guards):
             break  # drift and source error grow with a: larger coefficients are not tried
-        score = _selection_error(tuned, val_data) if val_data is not None else -float(a)
+        score = val_scorer.error(tuned) if val_scorer is not None else -float(a)
         if score < best[0] - 1e-12:
             best = (score, float(a))
     a = best[1]

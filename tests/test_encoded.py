@@ -120,3 +120,22 @@ def test_spaces_that_need_the_structure_refuse_a_head_on_stored_features(space: 
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ValueError, match=f"space={space!r}.*FrozenEncoderHead"):
         trainer.fit(module, loader)
+
+
+def test_predict_encoded_equals_the_model_and_refuses_another_encoder() -> None:
+    from matgl_cal.encoded import predict_encoded
+
+    model = _frozen()
+    data = property_dataset(6)
+    encoded = encode_graphs(model, data)
+    model.eval()
+    full = torch.cat([ModelLightningModule(model=model)(g=g, lat=lat, state_attr=st).reshape(-1)
+                      for g, lat, st, _ in _batches(data)])
+    torch.testing.assert_close(predict_encoded(model, encoded).float(), full.detach())
+    for p in model.parameters():
+        p.requires_grad_(True)  # trainable flags do not matter, the weights do
+    torch.testing.assert_close(predict_encoded(model, encoded).float(), full.detach())
+    with torch.no_grad():
+        model.embedding.layer_node_embedding.weight.add_(0.1)
+    with pytest.raises(ValueError, match="encoder weights differ"):
+        predict_encoded(model, encoded)

@@ -574,3 +574,51 @@ def test_distill_structures_are_labelled_once_for_replay_and_the_drift_bound(tin
     on_distill = [c for c in calls if c[0] == len(distill)]
     assert on_distill == [(4, True)]  # one force prediction serves replay labels and the drift probe
     assert result.force_drift is not None and result.force_drift <= 0.05
+
+
+def _frozen_property_pretrained_and_target():
+    """A head on a tiny potential's frozen encoder, 'pretrained' as is, and a shifted target."""
+    from matgl_cal.models import property_model_from
+
+    _, source, target = _property_pretrained_and_target()
+    torch.manual_seed(0)
+    return property_model_from(b.tiny_m3gnet(intensive=False)), source, target
+
+
+@pytest.mark.parametrize("adversarial", [False, True])
+def test_frozen_encoder_trains_the_head_on_stored_features_as_the_full_model_does(monkeypatch, adversarial):
+    import matgl_cal.finetune as ft
+
+    model, source, target = _frozen_property_pretrained_and_target()
+    settings = {**FAST, "epochs": 3, "lr": 1e-2, "val_fraction": 0.25, "replay_ratio": 0.5}
+    fast = finetune_adversarial(model, target, source=source, adversarial=adversarial, **settings)
+    assert fast.settings["encoded_once"] is True
+    encoded = []
+    monkeypatch.setattr(ft, "_head_only", lambda *a, **k: encoded.append(1) and False)  # force the full forward
+    full = finetune_adversarial(model, target, source=source, adversarial=adversarial, **settings)
+    assert encoded and full.settings["encoded_once"] is False
+    assert fast.wise_alpha == full.wise_alpha
+    assert fast.source_increase == pytest.approx(full.source_increase, rel=1e-4, abs=1e-6)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(fast.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    assert len(fast.history) == len(full.history) and "val_MAE" in full.history[-1]
+    for a, b_ in zip(fast.history, full.history, strict=True):
+        assert set(a) == set(b_) and a == pytest.approx(b_, rel=1e-4, abs=1e-6)
+    # the encoder never moved, the head did, and the result is a complete model of the input's class
+    assert type(fast.model) is type(model)
+    moved = {k.split(".")[0] for k, v in fast.model.state_dict().items() if not torch.equal(v, model.state_dict()[k])}
+    assert moved <= {"readout", "final_layer"} and moved
+
+
+def test_freezing_the_encoder_by_name_also_encodes_once():
+    from matgl_cal.models import HEAD_PREFIXES
+
+    model, source, target = _frozen_property_pretrained_and_target()
+    for p in model.parameters():
+        p.requires_grad_(True)  # a trainable encoder, frozen only through `freeze`
+    encoder_modules = sorted({n.split(".")[0] for n, _ in model.named_parameters() if not n.startswith(HEAD_PREFIXES)})
+    settings = {**FAST, "epochs": 2, "val_fraction": 0.25}
+    assert finetune_adversarial(model, target, freeze=encoder_modules, **settings).settings["encoded_once"] is True
+    assert finetune_adversarial(model, target, **settings).settings["encoded_once"] is False
+    strained = finetune_adversarial(model, target, freeze=encoder_modules, cal_kwargs={"space": "strain"}, **settings)
+    assert strained.settings["encoded_once"] is False  # the strain space needs the structures
