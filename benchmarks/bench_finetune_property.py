@@ -21,7 +21,7 @@ regime of fixed descriptors and a trained MLP.
 
 Run: ``python benchmarks/bench_finetune_property.py --json out.json``; prints two markdown tables: target MAE and
 source change (mean and worst run) per method, and the paired changes of each CAL arm against its conventional
-twin and of every arm against zero-shot. A rerun with every run recorded in ``--json`` only prints them.
+twin and of every arm against zero-shot (with 5 or more folds, a 95 % interval that resamples whole folds). A rerun with every run recorded in ``--json`` only prints them.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from matgl_cal import LabelledData, evaluate, finetune_adversarial, train_model
+from matgl_cal.benchmark import paired_change_interval
 from matgl_cal.datasets import load_dataset, load_ood_folds
 
 METHODS = {
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             pre = train_model(labelled(train_ids), **arch, epochs=args.pretrain_epochs, batch_size=32, lr=2e-3,
                               val_fraction=0.1, seed=seed, loss="l1_loss", progress=False, accelerator="cpu")
             pretrain_s = time.perf_counter() - t0
-            source_before = evaluate(pre.model, source_val)["mae"]
+            mae_on = _mae_function(pre.model, frozen=bool(args.pretrained))
+            source_before = mae_on(pre.model, source_val)
             order = np.random.default_rng(seed).permutation(len(test_ids))
             for n in args.n_target:
                 target = labelled([test_ids[k] for k in order[:n]])
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 def record(method: str, model, seconds: float) -> None:
                     row = {"method": method, "fold": fold, "seed": seed, "n_target": n, "seconds": seconds,
-                           "target_rest_mae": evaluate(model, rest)["mae"], "n_rest": len(rest),
-                           "source_val_mae": evaluate(model, source_val)["mae"], "source_val_mae_before": source_before,
+                           "target_rest_mae": mae_on(model, rest), "n_rest": len(rest),
+                           "source_val_mae": mae_on(model, source_val), "source_val_mae_before": source_before,
                            "pretrain_seconds": pretrain_s}
                     row["source_change_pct"] = 100 * (row["source_val_mae"] / source_before - 1)
                     results.append(row)
@@ -145,6 +147,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _mae_function(pretrained, *, frozen: bool):
+    """``mae(model, data)``: :func:`matgl_cal.evaluate`'s MAE, or, on a frozen encoder (every model shares the
+    pretrained model's), the same MAE from encoder features computed once per data set (the head runs alone)."""
+    if not frozen:
+        return lambda model, data: evaluate(model, data)["mae"]
+    from matgl_cal.encoded import encode_graphs, predict_encoded
+    from matgl_cal.labelled import to_mgl_dataset
+
+    encoded: dict[int, tuple] = {}
+
+    def mae(model, data: LabelledData) -> float:
+        if id(data) not in encoded:
+            graphs = to_mgl_dataset(data, element_types=tuple(pretrained.element_types), cutoff=float(pretrained.cutoff))
+            encoded[id(data)] = (data, encode_graphs(pretrained, graphs))
+        pred = predict_encoded(model, encoded[id(data)][1]).numpy()
+        return float(np.mean(np.abs(pred - np.asarray(data.targets, dtype=np.float64))))
+
+    return mae
+
+
 def table(results: list[dict]) -> str:
     """Target MAE (mean ± std) and source change (mean, worst run) per method that has records, per n."""
     ns = sorted({r["n_target"] for r in results})
@@ -176,7 +198,8 @@ def paired_table(results: list[dict]) -> str:
     """Mean paired relative change of the target MAE (A vs B on the same fold, seed, n) and the pairs A wins."""
     mae = {(r["method"], r["fold"], r["seed"], r["n_target"]): r["target_rest_mae"] for r in results}
     ns = sorted({r["n_target"] for r in results})
-    lines = ["| comparison | " + " | ".join(f"n={n}: Δ target MAE (pairs better)" for n in ns) + " |",
+    lines = ["| comparison | " + " | ".join(f"n={n}: Δ target MAE (pairs better) [95 % interval, folds resampled]"
+                                           for n in ns) + " |",
              "|---|" + "---|" * len(ns)]
     for a, b in PAIRS:
         cells = []
@@ -187,7 +210,12 @@ def paired_table(results: list[dict]) -> str:
                 continue
             rel = [mae[(a, f, s, n)] / mae[(b, f, s, n)] - 1 for f, s in keys]
             wins = sum(x < 0 for x in rel)
-            cells.append(f"{100 * statistics.mean(rel):+.1f} % ({wins}/{len(rel)})")
+            cell = f"{100 * statistics.mean(rel):+.1f} % ({wins}/{len(rel)})"
+            if len({f for f, _ in keys}) >= 5:  # enough folds for an interval that resamples them
+                lo, hi = paired_change_interval([mae[(a, f, s, n)] for f, s in keys],
+                                                [mae[(b, f, s, n)] for f, s in keys], [f for f, _ in keys])
+                cell += f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            cells.append(cell)
         if any(cells):
             lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
