@@ -12,7 +12,7 @@ with ``max_source_increase=--max-source-increase`` (checked on the training stru
 the reported source change is measured on the fold's validation part, which fine-tuning never sees);
 "cal+defaults" is a bare call with the training structures as ``source``: the library's defaults (replay ratio 1,
 L2-SP 10, WiSE-FT, ``max_source_increase="auto"`` = 0.05); "finetune+defaults" is the same call with
-``adversarial=False``.
+``adversarial=False``; "+l1" trains with ``loss="l1_loss"`` instead of the default squared loss.
 
 ``--pretrained NAME`` (e.g. ``M3GNet-PES-MatPES-PBE-2025.2``) pretrains a new head on that potential's frozen
 encoder instead of a small M3GNet from scratch (``train_model(pretrained=..., freeze_encoder=True)``, trained on
@@ -51,6 +51,8 @@ METHODS = {
     "cal+replay": {"adversarial": True, "replay": True},
     "cal+defaults": {"adversarial": True, "library_defaults": True},
     "finetune+defaults": {"adversarial": False, "library_defaults": True},
+    "cal+defaults+l1": {"adversarial": True, "library_defaults": True, "loss": "l1_loss"},
+    "finetune+defaults+l1": {"adversarial": False, "library_defaults": True, "loss": "l1_loss"},
 }
 
 
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                         extra.update(wise_ft=True, max_source_increase=args.max_source_increase)
                     if spec.get("library_defaults"):  # a bare call with source data: the library's defaults
                         extra = {"source": labelled(train_ids)}
+                    if spec.get("loss"):
+                        extra["loss"] = spec["loss"]
                     t1 = time.perf_counter()
                     res = finetune_adversarial(pre.model, target, adversarial=spec["adversarial"], epochs=args.epochs,
                                                batch_size=16, lr=1e-3, val_fraction=0.25, early_stopping_patience=5,
@@ -191,6 +195,7 @@ def table(results: list[dict]) -> str:
 
 # Each CAL arm against its conventional twin (same options, adversarial=False) and both against zero-shot.
 PAIRS = [(m, m.replace("cal", "finetune", 1)) for m in METHODS if m.startswith("cal")]
+PAIRS += [(m, m.replace("+l1", "")) for m in METHODS if m.endswith("+l1")]
 PAIRS += [(m, "zero_shot") for m in METHODS]
 
 

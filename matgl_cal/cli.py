@@ -278,6 +278,8 @@ def _add_finetune(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--loss", default="mse_loss", choices=["mse_loss", "huber_loss", "smooth_l1_loss", "l1_loss"],
+                   help="training loss (MatGL name); property models train in physical units")
     p.add_argument("--energy-offset", default="ridge", choices=["ridge", "median", "none"],
                    help="cheap correction applied before fine-tuning (potentials)")
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replayed samples per target sample")
@@ -324,7 +326,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
     result = finetune_adversarial(
         args.model, args.target, source=args.source, adversarial=args.adversarial, target_key=args.target_key,
-        stress_unit=args.stress_unit, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        stress_unit=args.stress_unit, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         energy_offset=None if args.energy_offset == "none" else args.energy_offset, replay_ratio=args.replay_ratio,
         distill=_structures_of(args.distill) if args.distill else None, l2sp=args.l2sp, wise_ft=args.wise_ft,
         anchor_forces=args.anchor_forces, max_force_drift=args.max_force_drift,

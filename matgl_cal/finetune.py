@@ -126,7 +126,9 @@ class EnergyOnlyPotentialModule(PotentialLightningModule):
         return energies, zeros, energies.new_zeros(1), energies.new_zeros(1)
 
 
-def _carry_potential(potential: Any, *, energy_only: bool, weights: dict[str, float], lr: float, epochs: int) -> Any:
+def _carry_potential(
+    potential: Any, *, energy_only: bool, weights: dict[str, float], lr: float, epochs: int, loss: str = "mse_loss"
+) -> Any:
     """A Lightning module training ``potential``'s model with its element refs, mean and std carried over."""
     cls = EnergyOnlyPotentialModule if energy_only else PotentialLightningModule
     refs = None
@@ -140,7 +142,7 @@ def _carry_potential(potential: Any, *, energy_only: bool, weights: dict[str, fl
         energy_weight=weights["energy"],
         force_weight=0.0 if energy_only else weights["force"],
         stress_weight=0.0 if energy_only else weights["stress"],
-        loss="mse_loss",
+        loss=loss,
         lr=lr,
         decay_steps=max(epochs, 1),
         decay_alpha=0.1,
@@ -320,6 +322,7 @@ def finetune_adversarial(
     epochs: int = 30,
     batch_size: int = 8,
     lr: float = 3e-4,
+    loss: str = "mse_loss",
     energy_weight: float = 1.0,
     force_weight: float = 1.0,
     stress_weight: float = 0.0,
@@ -364,6 +367,9 @@ def finetune_adversarial(
         target_key: Property name for property data (see ``read_labelled``).
         stress_unit: Unit of stress labels in ``target``/``source``: ``"eV/A3"`` (ASE) or ``"GPa"``.
         epochs: Maximum epochs. batch_size: Structures per batch. lr: Adam learning rate.
+        loss: MatGL loss name (``"mse_loss"``, ``"huber_loss"``, ``"smooth_l1_loss"``, ``"l1_loss"``) of every
+            training term. Property models are trained in their physical units, so on a heavy-tailed target
+            the squared loss weighs its outliers most; ``"l1_loss"`` matches an MAE-trained model.
         energy_weight, force_weight, stress_weight: Loss weights for potentials (forces and stresses
             only when labelled).
         energy_offset: Potentials: a cheap correction applied before fine-tuning: ``"ridge"``
@@ -415,7 +421,7 @@ def finetune_adversarial(
                     anchor_forces=anchor_forces, max_force_drift=max_force_drift,
                     max_source_increase=max_source_increase, wise_ft=wise_ft,
                     val_fraction=val_fraction, n_models=n_models, energy_offset=energy_offset,
-                    stress_unit=stress_unit)
+                    stress_unit=stress_unit, loss=loss)
     out_path = _check_output_dir(output_dir, overwrite)
     pretrained = load_pretrained(model, models_dir=models_dir)
     potential = is_potential(pretrained)
@@ -504,7 +510,7 @@ def finetune_adversarial(
     for k in range(n_models):
         member, history, alpha = _fit_member(
             start, graphs, val_data, potential=potential, adversarial=adversarial, epochs=epochs,
-            batch_size=batch_size, lr=lr, weights={"energy": energy_weight, "force": force_weight,
+            batch_size=batch_size, lr=lr, loss=loss, weights={"energy": energy_weight, "force": force_weight,
                                                   "stress": stress_weight},
             l2sp=l2sp, wise_ft=wise_ft, guards=guards, val_scorer=val_scorer, freeze=freeze,
             patience=early_stopping_patience,
@@ -540,7 +546,7 @@ def finetune_adversarial(
 
 
 _SETTING_NAMES = (
-    "adversarial", "epochs", "batch_size", "lr", "energy_weight", "force_weight", "stress_weight", "energy_offset",
+    "adversarial", "epochs", "batch_size", "lr", "loss", "energy_weight", "force_weight", "stress_weight", "energy_offset",
     "replay_ratio", "anchor_forces", "l2sp", "wise_ft", "max_force_drift", "max_source_increase", "freeze",
     "val_fraction", "early_stopping_patience", "cal_kwargs", "n_models", "seed", "stress_unit",
 )
@@ -583,7 +589,7 @@ def _build_graphs(
 
 def _fit_member(
     start: Any, graphs: _Graphs, val_data: LabelledData | None, *,
-    potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, weights: dict[str, float],
+    potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, loss: str, weights: dict[str, float],
     l2sp: float, wise_ft: bool, guards: Sequence[_DriftProbe | _SourceProbe], val_scorer: _Scorer | None,
     freeze: Sequence[str] | None, patience: int | None, cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
 ) -> tuple[Any, list[dict[str, float]], float]:
@@ -595,14 +601,15 @@ def _fit_member(
             if any(name.startswith(prefix) for prefix in freeze):
                 p.requires_grad_(False)
     if potential:
-        module = _carry_potential(work, energy_only=graphs.energy_only, weights=weights, lr=lr, epochs=epochs)
+        module = _carry_potential(work, energy_only=graphs.energy_only, weights=weights, lr=lr, epochs=epochs,
+                                  loss=loss)
     else:
         trained: Any = bare
         if graphs.encoded:
             from matgl_cal.encoded import FrozenEncoderHead
 
             trained = FrozenEncoderHead(bare)  # the head of `bare`, on the stored encoder features
-        module = ModelLightningModule(model=trained, data_mean=0.0, data_std=1.0, loss="mse_loss", lr=lr,
+        module = ModelLightningModule(model=trained, data_mean=0.0, data_std=1.0, loss=loss, lr=lr,
                                       decay_steps=max(epochs, 1), decay_alpha=0.1)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(graphs.train, batch_size=batch_size, shuffle=True, collate_fn=graphs.collate,
@@ -859,6 +866,10 @@ def _check_settings(**kw: Any) -> None:
         raise ValueError(f"energy_offset must be one of {ENERGY_OFFSETS}, got {kw['energy_offset']!r}")
     if kw["stress_unit"] not in ("eV/A3", "GPa"):
         raise ValueError(f"stress_unit must be 'eV/A3' or 'GPa', got {kw['stress_unit']!r}")
+    from matgl_cal.training import LOSSES
+
+    if kw["loss"] not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got {kw['loss']!r}")
 
 
 def _check_output_dir(output_dir: Any, overwrite: bool) -> Path | None:

@@ -31,10 +31,11 @@ def test_finetune_then_evaluate(files, capsys):
         "finetune", "--model", str(files / "pot"), "--target", str(files / "target.extxyz"), "--out", str(out),
         "--eval-target", str(files / "heldout.extxyz"), "--eval-source", str(files / "source.extxyz"),
         "--distill", str(files / "source.extxyz"), "--l2sp", "1.0", "--epochs", "2", "--batch-size", "2",
-        "--energy-offset", "none", "--no-progress",
+        "--energy-offset", "none", "--loss", "huber_loss", "--no-progress",
     ])
     text = capsys.readouterr().out
     assert code == 0
+    assert json.loads((out / "result.json").read_text())["settings"]["loss"] == "huber_loss"
     assert "targeted CAL" in text and "| eval_target_energy_mae |" in text and "retention: drift from pretrained" in text
     assert (out / "model" / "model.json").is_file()
     code = main(["evaluate", "--model", str(out / "model"), "--data", str(files / "heldout.extxyz"),

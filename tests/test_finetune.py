@@ -622,3 +622,18 @@ def test_freezing_the_encoder_by_name_also_encodes_once():
     assert finetune_adversarial(model, target, **settings).settings["encoded_once"] is False
     strained = finetune_adversarial(model, target, freeze=encoder_modules, cal_kwargs={"space": "strain"}, **settings)
     assert strained.settings["encoded_once"] is False  # the strain space needs the structures
+
+
+def test_loss_sets_the_training_objective():
+    model, _, target = _property_pretrained_and_target()
+    settings = {**FAST, "epochs": 2, "l2sp": 0.0, "wise_ft": False}
+    l1 = finetune_adversarial(model, target, adversarial=False, loss="l1_loss", **settings)
+    mse = finetune_adversarial(model, target, adversarial=False, **settings)
+    assert l1.settings["loss"] == "l1_loss" and mse.settings["loss"] == "mse_loss"
+    # the property module trains in physical units (mean 0, std 1): its L1 loss is the batch MAE, its MSE is not
+    last_l1, last_mse = l1.history[-1], mse.history[-1]
+    assert last_l1["train_Total_Loss"] == pytest.approx(last_l1["train_MAE"], rel=1e-6)
+    assert last_mse["train_Total_Loss"] != pytest.approx(last_mse["train_MAE"], rel=1e-3)
+    with pytest.raises(ValueError, match=r"loss must be one of \['mse_loss', 'huber_loss', 'smooth_l1_loss', "
+                                         r"'l1_loss'\], got 'mae'"):
+        finetune_adversarial(model, target, loss="mae", **settings)
