@@ -43,6 +43,7 @@ __all__ = [
     "ENCODED_FEATURES",
     "EncodedGraphDataset",
     "FrozenEncoderHead",
+    "encodable",
     "encode_graphs",
     "encoder_fingerprint",
     "predict_encoded",
@@ -52,21 +53,36 @@ __all__ = [
 ENCODED_FEATURES = "encoder_features"
 
 
-def _check_frozen_property_model(model: Any, name: str = "model", *, frozen: bool = True) -> None:
-    """Raise unless ``model`` is an intensive M3GNet/TensorNet regression model (whose encoder does not train)."""
+def _structure_problem(model: Any) -> tuple[type[Exception], str] | None:
+    """Why ``model`` cannot have its head trained on stored features (exception class, message), or None."""
     cls = type(model).__name__
     if cls not in ("M3GNet", "TensorNet") or not isinstance(model, nn.Module):
-        raise TypeError(
-            f"`{name}` must be an intensive M3GNet or TensorNet property model (e.g. from "
+        return TypeError, (
+            f"must be an intensive M3GNet or TensorNet property model (e.g. from "
             f"matgl_cal.models.property_model_from); got {cls}."
         )
     if not getattr(model, "is_intensive", False) or getattr(model, "task_type", "regression") != "regression":
-        raise ValueError(f"`{name}` must be an intensive regression model (is_intensive=True); got a {cls} that is not.")
+        return ValueError, f"must be an intensive regression model (is_intensive=True); got a {cls} that is not."
     if getattr(model, "include_state", False):
-        raise ValueError(f"`{name}` must not use state features (include_state=True): its head would read them.")
+        return ValueError, "must not use state features (include_state=True): its head would read them."
     if getattr(model, "field", "node_feat") != "node_feat":
-        raise ValueError(f"`{name}` must pool node features (field='node_feat'); got field={model.field!r}.")
-    training = sorted({n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad and not n.startswith(HEAD_PREFIXES)})
+        return ValueError, f"must pool node features (field='node_feat'); got field={model.field!r}."
+    return None
+
+
+def encodable(model: Any) -> bool:
+    """Whether ``model``'s head (``readout`` + ``final_layer``) reads only per-atom encoder features, so that
+    :func:`encode_graphs` and :class:`FrozenEncoderHead` apply once its encoder is frozen."""
+    return _structure_problem(model) is None
+
+
+def _check_frozen_property_model(model: Any, name: str = "model", *, frozen: bool = True) -> None:
+    """Raise unless ``model`` is an intensive M3GNet/TensorNet regression model (whose encoder does not train)."""
+    problem = _structure_problem(model)
+    if problem is not None:
+        raise problem[0](f"`{name}` {problem[1]}")
+    training = sorted({n.split(".")[0] for n, p in model.named_parameters()
+                       if p.requires_grad and not n.startswith(HEAD_PREFIXES)})
     if frozen and training:
         raise ValueError(
             f"`{name}` must have a frozen encoder (only {list(HEAD_PREFIXES)} may train); parameters of {training} "

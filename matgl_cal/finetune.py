@@ -287,13 +287,10 @@ def _head_only(model: Any, potential: bool, freeze: Sequence[str] | None, cal_kw
     """Whether fine-tuning trains only an intensive M3GNet/TensorNet's head (``readout``, ``final_layer``), so its
     encoder features can be computed once: every other parameter is frozen (``requires_grad`` off or named in
     ``freeze``) and CAL, if any, perturbs the readout."""
+    from matgl_cal.encoded import encodable
     from matgl_cal.models import HEAD_PREFIXES
 
-    if potential or type(model).__name__ not in ("M3GNet", "TensorNet") or not getattr(model, "is_intensive", False):
-        return False
-    if getattr(model, "include_state", False) or getattr(model, "field", "node_feat") != "node_feat":
-        return False
-    if (cal_kwargs or {}).get("space", "readout") != "readout":
+    if potential or not encodable(model) or (cal_kwargs or {}).get("space", "readout") != "readout":
         return False
     prefixes = tuple(freeze or ())
     encoder = [(n, p) for n, p in model.named_parameters() if not n.startswith(HEAD_PREFIXES)]

@@ -139,3 +139,12 @@ def test_predict_encoded_equals_the_model_and_refuses_another_encoder() -> None:
         model.embedding.layer_node_embedding.weight.add_(0.1)
     with pytest.raises(ValueError, match="encoder weights differ"):
         predict_encoded(model, encoded)
+
+
+def test_module_docstring_example_runs() -> None:
+    import doctest
+
+    import matgl_cal.encoded as module
+
+    result = doctest.testmod(module, verbose=False)
+    assert result.attempted >= 4 and result.failed == 0
