@@ -15,7 +15,8 @@ Arms are ``RECORDS_DIR:METHOD``. Run (RESULTS.md section 6, round 7):
         benchmarks/results/log_gvrh_cpu_loco10/records:erm \\
         benchmarks/results/log_gvrh_cpu_loco10/records:cal ...
 
-The first arm is compared with the second, and every further arm with the first two. Rows name each arm
+The first arm is compared with the second, and every further arm with the first two. ``--split FAMILY`` keeps
+the runs of one split family (a config may hold several, e.g. LOCO and random). Rows name each arm
 as ``CONFIG:METHOD``, CONFIG being the folder that holds ``records``.
 """
 
@@ -36,14 +37,14 @@ def config_label(records_dir: str) -> str:
     return (path.parent if path.name == "records" else path).name
 
 
-def _arm(spec: str) -> tuple[str, dict[tuple[str, str, int], float]]:
+def _arm(spec: str, split: str | None = None) -> tuple[str, dict[tuple[str, str, int], float]]:
     folder, sep, method = spec.rpartition(":")
     if not sep or not folder or not method:
         raise SystemExit(f"arm must be RECORDS_DIR:METHOD, got {spec!r}")
     maes = {(r["split"], str(r["fold"]), int(r["seed"])): float(r["metrics"]["test"]["mae"])
-            for r in load_records(folder) if r["method"] == method}
+            for r in load_records(folder) if r["method"] == method and split in (None, r["split"])}
     if not maes:
-        raise SystemExit(f"no records of method {method!r} in {folder}")
+        raise SystemExit(f"no records of method {method!r} in {folder}" + (f" on split {split!r}" if split else ""))
     return f"{config_label(folder)}:{method}", maes
 
 
@@ -66,10 +67,11 @@ def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("arms", nargs="+", help="RECORDS_DIR:METHOD, at least two")
+    parser.add_argument("--split", default=None, help="only runs of this split family (default: every family)")
     args = parser.parse_args(argv)
     if len(args.arms) < 2:
         parser.error("give at least two arms")
-    arms = [_arm(s) for s in args.arms]
+    arms = [_arm(s, args.split) for s in args.arms]
     header = "| comparison | Δ test MAE | p | pairs lower | 95 % interval of Δ, folds resampled |"
     rows = [header, "|---|---|---|---|---|", compare(arms[0], arms[1])]
     for other in arms[2:]:
