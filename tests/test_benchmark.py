@@ -851,3 +851,23 @@ def test_finetune_property_paired_table_reproduces_results_md():
     fewer = [r for r in results if not (r["method"] == "finetune" and r["fold"] == "3" and r["seed"] == 0)]
     [row] = [row for row in mod.paired_table(fewer).splitlines() if row.startswith("| cal vs finetune |")]
     assert row.count("/8)") == 2, row
+
+
+def test_round13_confirmation_rows_reproduce(capsys):
+    """The round 13 rows of RESULTS.md come from the committed records, one split family at a time."""
+    mod = _benchmark_script("compare_records")
+    res = REPO / "benchmarks" / "results"
+    expected = {  # (LOCO: CAL vs control, random: CAL vs control)
+        "dielectric": ("| -0.6 % | 0.058 (wilcoxon, n=30) | 20/30 | -1.6 to +0.4 % (10 folds) |",
+                       "| -0.0 % | 0.76 (wilcoxon, n=30) | 15/30 | -0.4 to +0.4 % (10 folds) |"),
+        "log_gvrh": ("| -1.0 % | 0.17 (wilcoxon, n=30) | 17/30 | -2.0 to -0.0 % (10 folds) |",
+                     "| -0.1 % | 0.67 (wilcoxon, n=30) | 13/30 | -0.5 to +0.2 % (10 folds) |"),
+    }
+    for dataset, rows_expected in expected.items():
+        records = res / f"{dataset}_cpu_frozen_confirm_e30" / "records"
+        for split, row in zip(("LOCO", "random"), rows_expected, strict=True):
+            arms = [f"{records}:cal_in_step_every_cluster8", f"{records}:in_step_every_control"]
+            assert mod.main(["--split", split, *arms]) == 0
+            assert capsys.readouterr().out.splitlines()[2].endswith(row)
+    with pytest.raises(SystemExit, match=r"on split 'SOAP'"):
+        mod.main(["--split", "SOAP", f"{records}:erm", f"{records}:cal_in_step_every_cluster8"])
