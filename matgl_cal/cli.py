@@ -278,7 +278,9 @@ def _add_finetune(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--loss", default="mse_loss", choices=["mse_loss", "huber_loss", "smooth_l1_loss", "l1_loss"],
+    from matgl_cal.training import LOSSES  # already imported by the train subcommand's defaults
+
+    p.add_argument("--loss", default="mse_loss", choices=list(LOSSES),
                    help="training loss (MatGL name); property models train in physical units")
     p.add_argument("--energy-offset", default="ridge", choices=["ridge", "median", "none"],
                    help="cheap correction applied before fine-tuning (potentials)")
