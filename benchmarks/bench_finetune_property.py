@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--max-source-increase", type=float, default=0.05)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--png", type=Path, default=None, help="also write the figure (target MAE and source change vs n)")
     args = parser.parse_args(argv)
 
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print(paired_table(results))
+    if args.png:
+        figure(results, args.png, title=f"{args.dataset}, {args.family}")
     return 0
 
 
@@ -224,6 +227,45 @@ def paired_table(results: list[dict]) -> str:
         if any(cells):
             lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def figure(results: list[dict], path: Path, title: str = "") -> None:
+    """Two panels over n_target, one line per method: mean target MAE (± std over runs) and the source change
+    (mean, with the worst run as the upper end of the bar; the 5 % target dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = sorted({r["n_target"] for r in results})
+    names = [m for m in ["zero_shot", *METHODS] if any(r["method"] == m for r in results)]
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(names), 2)))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for k, m in enumerate(names):
+        rows = {n: [r for r in results if r["method"] == m and r["n_target"] == n] for n in ns}
+        have = [n for n in ns if rows[n]]
+        # CAL solid, conventional dashed, zero-shot grey
+        style = {"color": "gray" if m == "zero_shot" else colours[k], "marker": "o",
+                 "ls": "-" if m.startswith("cal") else "--"}
+        mae = [[r["target_rest_mae"] for r in rows[n]] for n in have]
+        ax1.errorbar(have, [statistics.mean(v) for v in mae], yerr=[statistics.pstdev(v) for v in mae],
+                     capsize=3, label=m, **style)
+        chg = [[r["source_change_pct"] for r in rows[n]] for n in have]
+        mean = [statistics.mean(v) for v in chg]
+        ax2.errorbar(have, mean, yerr=[[0.0] * len(have), [max(v) - mu for v, mu in zip(chg, mean, strict=True)]],
+                     capsize=3, label=m, **style)
+    ax1.set(xscale="log", xlabel="n_target (labelled structures of the held-out cluster)",
+            ylabel="target MAE on the rest of the cluster", title=f"Target domain ({title})")
+    ax2.axhline(5.0, color="red", ls=":", label="target +5 %")
+    ax2.set(xscale="log", xlabel="n_target", ylabel="source MAE change (%; bar to the worst run)",
+            title="Retention (fold's validation part)")
+    for ax in (ax1, ax2):
+        ax.set_xticks(ns, [str(n) for n in ns], minor=False)
+        ax.minorticks_off()
+    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
