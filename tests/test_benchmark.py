@@ -874,6 +874,17 @@ def test_round13_finetune_rows_reproduce():
         assert len(bare) == 120 and max(r["source_change_pct"] for r in bare) < 5.0
 
 
+def test_finetune_property_figure_from_records(tmp_path):
+    """bench_finetune_property.figure draws the committed records into a PNG (and only reads them)."""
+    mod = _benchmark_script("bench_finetune_property")
+    path = REPO / "benchmarks" / "results" / "finetune_property_frozen" / "log_gvrh.json"
+    text = path.read_text()
+    out = tmp_path / "fig.png"
+    mod.figure(json.loads(text), out, title="log_gvrh")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert path.read_text() == text
+
+
 def test_round13_confirmation_rows_reproduce(capsys):
     """The round 13 rows of RESULTS.md come from the committed records, one split family at a time."""
     mod = _benchmark_script("compare_records")
