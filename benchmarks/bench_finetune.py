@@ -229,10 +229,15 @@ def figure(results: list[dict], path: Path) -> None:
     ax2.set(xscale="log", xlabel="n_target", ylabel="force drift vs pretrained (eV/A)",
             title="Retention (30 rattled MP binaries)")
     ax2.axhline(0.02, color="red", ls=":", label="target 0.02")
-    for ax in (ax1, ax2):
+    save_n_target_figure(fig, (ax1, ax2), ns, path)
+
+
+def save_n_target_figure(fig, axes, ns: list[int], path: Path) -> None:
+    """Finish a figure over n_target (one tick per n, legend beside the last axes) and write it to ``path``."""
+    for ax in axes:
         ax.set_xticks(ns, [str(n) for n in ns], minor=False)
         ax.minorticks_off()
-    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

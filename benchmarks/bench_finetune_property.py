@@ -236,6 +236,7 @@ def figure(results: list[dict], path: Path, title: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from bench_finetune import save_n_target_figure
 
     ns = sorted({r["n_target"] for r in results})
     names = [m for m in ["zero_shot", *METHODS] if any(r["method"] == m for r in results)]
@@ -259,12 +260,7 @@ def figure(results: list[dict], path: Path, title: str = "") -> None:
     ax2.axhline(5.0, color="red", ls=":", label="target +5 %")
     ax2.set(xscale="log", xlabel="n_target", ylabel="source MAE change (%; bar to the worst run)",
             title="Retention (fold's validation part)")
-    for ax in (ax1, ax2):
-        ax.set_xticks(ns, [str(n) for n in ns], minor=False)
-        ax.minorticks_off()
-    ax2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_n_target_figure(fig, (ax1, ax2), ns, path)
     plt.close(fig)
 
 
