@@ -27,6 +27,7 @@ from matgl_cal._tasks import potential_energies
 from matgl_cal.callback import AdversarialAugmentation
 from matgl_cal.labelled import LabelledData, check_elements, collate_fn_for, read_labelled, to_mgl_dataset
 from matgl_cal.models import clone_model, is_potential, load_pretrained
+from matgl_cal.training import LOSSES
 
 __all__ = ["FinetuneResult", "evaluate", "finetune_adversarial", "rattled"]
 
@@ -863,8 +864,6 @@ def _check_settings(**kw: Any) -> None:
         raise ValueError(f"energy_offset must be one of {ENERGY_OFFSETS}, got {kw['energy_offset']!r}")
     if kw["stress_unit"] not in ("eV/A3", "GPa"):
         raise ValueError(f"stress_unit must be 'eV/A3' or 'GPa', got {kw['stress_unit']!r}")
-    from matgl_cal.training import LOSSES
-
     if kw["loss"] not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {kw['loss']!r}")
 
