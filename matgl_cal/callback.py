@@ -7,7 +7,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -30,6 +30,9 @@ DEFAULT_BUDGETS = {"readout": 1.0, "embedding": 1.0, "positions": 0.05, "strain"
 
 #: Where the adversarial batch's gradient goes: optimiser steps of its own, or into the normal step.
 PLACEMENTS = ("extra_steps", "in_step")
+
+#: ``adversarial_batches`` value for one adversarial batch per training batch of the epoch.
+ALL_BATCHES = "all"
 
 
 class _Delta:
@@ -88,7 +91,9 @@ class AdversarialAugmentation(Callback):
             ``max_perturbation / (attack_steps * sqrt(dim))`` so that K steps can reach the budget.
         attack_optimizer: ``"adam"`` (the authors' sign-like ascent) or ``"sgd"`` (plain ascent).
         model_steps: T, optimiser steps on each adversarial batch (>= 1).
-        adversarial_batches: P, adversarial batches per epoch (``0`` switches the callback off).
+        adversarial_batches: P, adversarial batches per epoch (``0`` switches the callback off), or
+            ``"all"``: one for every training batch of the epoch (on each rank; with ``adversarial_pool``,
+            as many as the pool fills). An int larger than the batches per epoch is clipped with a warning.
         warmup_epochs: Epochs of plain training before the first adversarial step.
         rerank_every: Re-rank the training set by hardness every this many epochs (>= 1).
         hardness: ``"loss"`` (the paper's), ``"mc_dropout"`` (label-free uncertainty), or ``None``
@@ -137,7 +142,7 @@ class AdversarialAugmentation(Callback):
         attack_lr: float | None = None,
         attack_optimizer: str = "adam",
         model_steps: int = 1,
-        adversarial_batches: int = 3,
+        adversarial_batches: int | Literal["all"] = 3,
         warmup_epochs: int = 4,
         rerank_every: int = 4,
         hardness: str | None = "loss",
@@ -169,7 +174,12 @@ class AdversarialAugmentation(Callback):
         if attack_optimizer not in ("adam", "sgd"):
             raise ValueError(f"attack_optimizer must be 'adam' or 'sgd', got {attack_optimizer!r}")
         _check_int("model_steps", model_steps, minimum=1)
-        _check_int("adversarial_batches", adversarial_batches, minimum=0)
+        if adversarial_batches != ALL_BATCHES:
+            if isinstance(adversarial_batches, str):
+                raise ValueError(
+                    f"adversarial_batches must be an int >= 0 or {ALL_BATCHES!r}, got {adversarial_batches!r}"
+                )
+            _check_int("adversarial_batches", adversarial_batches, minimum=0)
         _check_int("warmup_epochs", warmup_epochs, minimum=0)
         _check_int("rerank_every", rerank_every, minimum=1)
         if hardness is not None and hardness not in HARDNESS_SIGNALS:
@@ -257,7 +267,8 @@ class AdversarialAugmentation(Callback):
     @property
     def enabled(self) -> bool:
         """False when the settings make the callback a no-op (zero budget or zero batches)."""
-        return self.max_perturbation > 0 and self.adversarial_batches > 0
+        every = self.adversarial_batches == ALL_BATCHES
+        return self.max_perturbation > 0 and (every or self.adversarial_batches > 0)
 
     def should_attack(self, trainer: pl.Trainer, epoch: int) -> bool:
         """Policy: whether epoch ``epoch`` gets adversarial steps (override to change the schedule)."""
@@ -322,7 +333,7 @@ class AdversarialAugmentation(Callback):
             self.ranking = self._rank(trainer, pl_module, loader)
         world, rank = trainer.world_size, trainer.global_rank
         batch_size = loader.batch_size or 1
-        n_batches = self.adversarial_batches
+        n_batches = self._batches_per_epoch(trainer, n, batch_size * world)
         if trainer.num_training_batches != float("inf") and n_batches > trainer.num_training_batches:
             warnings.warn(
                 f"adversarial_batches={n_batches} is larger than the number of training batches per epoch "
@@ -336,6 +347,14 @@ class AdversarialAugmentation(Callback):
         pool = order[: n_batches * batch_size * world].tolist()
         mine = pool[rank::world]
         self._plan = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)][:n_batches]
+
+    def _batches_per_epoch(self, trainer: pl.Trainer, n_samples: int, samples_per_step: int) -> int:
+        """P for this epoch: the int given, or the training batches per epoch for ``"all"``."""
+        if self.adversarial_batches != ALL_BATCHES:
+            return int(self.adversarial_batches)
+        if trainer.num_training_batches != float("inf"):
+            return int(trainer.num_training_batches)
+        return math.ceil(n_samples / samples_per_step)
 
     @override
     def on_train_batch_start(
@@ -653,7 +672,7 @@ class AdversarialAugmentation(Callback):
         return (
             f"{type(self).__name__}(space={self.space.name!r}, max_perturbation={self.max_perturbation}, "
             f"attack_steps={self.attack_steps}, model_steps={self.model_steps}, "
-            f"adversarial_batches={self.adversarial_batches}, warmup_epochs={self.warmup_epochs}, "
+            f"adversarial_batches={self.adversarial_batches!r}, warmup_epochs={self.warmup_epochs}, "
             f"hardness={self.hardness!r}, environments="
             f"{self.environments if isinstance(self.environments, str) else '<labels>'!r})"
         )

@@ -132,7 +132,12 @@ def _add_train(subparsers: Any) -> None:
     c.add_argument("--space", choices=["readout", "embedding", "positions", "strain"], help="perturbation space")
     c.add_argument("--attack-steps", type=int, metavar="K", help="gradient-ascent steps of the attack")
     c.add_argument("--model-steps", type=int, metavar="T", help="optimiser steps per adversarial batch")
-    c.add_argument("--adversarial-batches", type=int, metavar="P", help="adversarial batches per epoch")
+    c.add_argument(
+        "--adversarial-batches",
+        type=_batch_count,
+        metavar="P",
+        help="adversarial batches per epoch, or 'all' (one per training batch)",
+    )
     c.add_argument("--warmup-epochs", type=int, metavar="N", help="epochs of plain training first")
     c.add_argument("--hardness", choices=["loss", "mc_dropout", "none"], help="how hard samples are ranked")
     c.add_argument(
@@ -166,6 +171,16 @@ def _bound(value: str) -> Any:
         return float(value)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or a number; got {value!r}") from err
+
+
+def _batch_count(value: str) -> Any:
+    """Parse ``--adversarial-batches``: ``all`` or an int."""
+    if value.lower() == "all":
+        return "all"
+    try:
+        return int(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected 'all' or an integer; got {value!r}") from err
 
 
 def _devices(value: str) -> Any:

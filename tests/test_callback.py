@@ -505,6 +505,8 @@ def test_space_registry_accepts_user_space():
         ({"placement": "in_step", "adversarial_weight": 0.0}, ValueError, "adversarial_weight must be > 0"),
         ({"adversarial_weight": 0.5}, ValueError, "adversarial_weight=0.5 needs placement='in_step'"),
         ({"placement": "in_step", "model_steps": 2}, ValueError, "model_steps must be 1, got 2"),
+        ({"adversarial_batches": "every"}, ValueError, "adversarial_batches must be an int >= 0 or 'all', got 'every'"),
+        ({"adversarial_batches": -1}, ValueError, "adversarial_batches must be >= 0, got -1"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -527,6 +529,27 @@ def test_too_many_adversarial_batches_warns():
     with pytest.warns(UserWarning, match="adversarial_batches=5 is larger than the number of training batches"):
         trainer(1, [cb]).fit(property_module(), train, val)
     assert cb.adversarial_steps_done == 2
+
+
+def test_all_batches_equals_the_batch_count_without_a_warning():
+    """``adversarial_batches="all"`` trains exactly as the int equal to the batches per epoch (3 here)."""
+    counted_cb = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=3, placement="in_step")
+    counted, counted_module = fit_losses([counted_cb])
+    all_cb = AdversarialAugmentation(warmup_epochs=1, adversarial_batches="all", placement="in_step")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="adversarial_batches", category=UserWarning)
+        every, every_module = fit_losses([all_cb])
+    assert all_cb.adversarial_steps_done == counted_cb.adversarial_steps_done == 6
+    torch.testing.assert_close(torch.tensor(every), torch.tensor(counted))
+    torch.testing.assert_close(predictions(every_module), predictions(counted_module))
+
+
+def test_all_batches_with_a_pool_uses_the_pool_only():
+    ds = b.property_dataset(12)
+    train, val = b.loaders(ds, 4)
+    cb = AdversarialAugmentation(warmup_epochs=0, adversarial_batches="all", adversarial_pool=[0, 1, 2, 3, 4])
+    trainer(1, [cb]).fit(property_module(), train, val)
+    assert cb.adversarial_steps_done == 2  # 5 pool samples fill 2 batches of 4, of the 3 batches per epoch
 
 
 def test_unsupported_model_for_space():

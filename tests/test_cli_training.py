@@ -325,7 +325,11 @@ def test_options_reach_the_library(monkeypatch, tmp_path, capsys):
     assert seen["train"][1]["cal"] == {
         "environments": "cluster", "n_cluster_envs": 8, "placement": "in_step", "hardness": None,
     }  # fmt: skip
+    assert cli_module.main(["train", "d.json", "--out", "o", "--adversarial-batches", "all"]) == 2
+    assert seen["train"][1]["cal"] == {"adversarial_batches": "all"}
     seen.clear()
+    assert cli_module.main(["train", "d.json", "--out", "o", "--adversarial-batches", "many"]) == 2
+    assert "expected 'all' or an integer; got 'many'" in capsys.readouterr().err and "train" not in seen
     assert cli_module.main(["train", "d.json", "--out", "o", "--n-cluster-envs", "8"]) == 2
     assert "--n-cluster-envs needs --environments cluster" in capsys.readouterr().err and "train" not in seen
     assert cli_module.main(["train", "d.json", "--out", "o", "--pretrained", "PES", "--train-encoder"]) == 2
