@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", nargs="+", default=["3", "24", "16"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--n-target", type=int, nargs="+", default=[32, 128])
-    parser.add_argument("--max-train", type=int, default=400)
-    parser.add_argument("--max-atoms", type=int, default=16)
+    parser.add_argument("--max-train", type=int, default=400, help="pretraining structures at most (0: all)")
+    parser.add_argument("--max-atoms", type=int, default=16, help="atoms per structure at most (0: no filter)")
+    parser.add_argument("--max-val", type=int, default=200, help="validation (source) structures at most (0: all)")
+    parser.add_argument("--max-source", type=int, default=None,
+                        help="source pool of replay / WiSE-FT's bound: this many of the pretraining structures, "
+                             "drawn at random (default: all of them)")
     parser.add_argument("--pretrain-epochs", type=int, default=12)
     parser.add_argument("--pretrained", default=None,
                         help="pretrain a head on this potential's frozen encoder (name or directory) instead")
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     folds = load_ood_folds(args.dataset, data_dir=args.data_dir)
     position = {i: k for k, i in enumerate(ds.ids)}
-    small = {i for i, s in zip(ds.ids, ds.structures, strict=True) if len(s) <= args.max_atoms}
+    small = {i for i, s in zip(ds.ids, ds.structures, strict=True) if not args.max_atoms or len(s) <= args.max_atoms}
     elements = sorted({el.symbol for s in ds.structures for el in s.composition}, key=lambda e: e)
 
     def labelled(ids) -> LabelledData:
@@ -92,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         split = folds.get(args.family, fold)
         rng = np.random.default_rng(12345)
         train_ids = [i for i in split.train if i in small]
-        train_ids = [train_ids[k] for k in rng.permutation(len(train_ids))[: args.max_train]]
-        val_ids = [i for i in split.val if i in small][:200]
+        train_ids = [train_ids[k] for k in rng.permutation(len(train_ids))[: args.max_train or None]]
+        val_ids = [i for i in split.val if i in small][: args.max_val or None]
+        source_ids = train_ids  # replay pool and WiSE-FT's bound: the pretraining structures, or a sample of them
+        if args.max_source is not None:
+            pick = np.random.default_rng(54321).permutation(len(train_ids))[: args.max_source]
+            source_ids = [train_ids[k] for k in pick]
         test_ids = list(split.test)
         source_val = labelled(val_ids)
         for seed in args.seeds:
@@ -116,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                     row = {"method": method, "fold": fold, "seed": seed, "n_target": n, "seconds": seconds,
                            "target_rest_mae": mae_on(model, rest), "n_rest": len(rest),
                            "source_val_mae": mae_on(model, source_val), "source_val_mae_before": source_before,
-                           "pretrain_seconds": pretrain_s}
+                           "pretrain_seconds": pretrain_s, "n_pretrain": len(train_ids),
+                           "n_source_pool": len(source_ids), "n_source_val": len(val_ids)}
                     row["source_change_pct"] = 100 * (row["source_val_mae"] / source_before - 1)
                     results.append(row)
                     print(json.dumps(row), flush=True)
@@ -132,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
                     # every anti-forgetting option explicitly off unless the method asks for it
                     extra = {"l2sp": 0.0, "wise_ft": False, "max_source_increase": None}
                     if spec.get("af"):
-                        extra.update(source=labelled(train_ids), replay_ratio=1.0, l2sp=10.0)
+                        extra.update(source=labelled(source_ids), replay_ratio=1.0, l2sp=10.0)
                     if spec.get("replay"):  # replay of the training structures alone (no L2-SP, no WiSE-FT)
-                        extra.update(source=labelled(train_ids), replay_ratio=1.0)
+                        extra.update(source=labelled(source_ids), replay_ratio=1.0)
                     if spec.get("bound"):
                         extra.update(wise_ft=True, max_source_increase=args.max_source_increase)
                     if spec.get("library_defaults"):  # a bare call with source data: the library's defaults
-                        extra = {"source": labelled(train_ids)}
+                        extra = {"source": labelled(source_ids)}
                     if spec.get("loss"):
                         extra["loss"] = spec["loss"]
                     t1 = time.perf_counter()
