@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-source", type=int, default=None,
                         help="source pool of replay / WiSE-FT's bound: this many of the pretraining structures, "
                              "drawn at random (default: all of them)")
+    parser.add_argument("--source-from", choices=["train", "val"], default="train",
+                        help="draw the source pool from the pretraining structures (default) or from a random half "
+                             "of the validation part, the source change then being measured on the other half")
     parser.add_argument("--pretrain-epochs", type=int, default=12)
     parser.add_argument("--pretrained", default=None,
                         help="pretrain a head on this potential's frozen encoder (name or directory) instead")
@@ -99,9 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         train_ids = [train_ids[k] for k in rng.permutation(len(train_ids))[: args.max_train or None]]
         val_ids = [i for i in split.val if i in small][: args.max_val or None]
         source_ids = train_ids  # replay pool and WiSE-FT's bound: the pretraining structures, or a sample of them
+        if args.source_from == "val":  # structures the pretrained model never saw; retention on the other half
+            halves = np.random.default_rng(54321).permutation(len(val_ids))
+            source_ids = [val_ids[k] for k in sorted(halves[: len(val_ids) // 2])]
+            val_ids = [val_ids[k] for k in sorted(halves[len(val_ids) // 2 :])]
         if args.max_source is not None:
-            pick = np.random.default_rng(54321).permutation(len(train_ids))[: args.max_source]
-            source_ids = [train_ids[k] for k in pick]
+            pick = np.random.default_rng(54321).permutation(len(source_ids))[: args.max_source]
+            source_ids = [source_ids[k] for k in pick]
         test_ids = list(split.test)
         source_val = labelled(val_ids)
         for seed in args.seeds:
