@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--max-source-increase", type=float, default=0.05)
+    parser.add_argument("--source-confidence", type=float, default=None,
+                        help="bare calls (+defaults) and bounded arms: check the source bound on this upper bootstrap "
+                        "quantile of the source change (finetune_adversarial's source_confidence; default: off)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None, help="also write the figure (target MAE and source change vs n)")
     args = parser.parse_args(argv)
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                         extra = {"source": labelled(source_ids)}
                     if spec.get("loss"):
                         extra["loss"] = spec["loss"]
+                    if args.source_confidence is not None and "source" in extra and extra.get("wise_ft", True):
+                        extra["source_confidence"] = args.source_confidence
                     t1 = time.perf_counter()
                     res = finetune_adversarial(pre.model, target, adversarial=spec["adversarial"], epochs=args.epochs,
                                                batch_size=16, lr=1e-3, val_fraction=0.25, early_stopping_patience=5,

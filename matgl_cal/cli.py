@@ -312,6 +312,9 @@ def _add_finetune(subparsers: Any) -> None:
     p.add_argument("--max-source-increase", type=_bound, default="auto", metavar="FRACTION|auto|none",
                    help="with --wise-ft and --source: largest relative error increase (0.05 = 5%%) on the source "
                    "structures not drawn for replay that WiSE-FT may accept (auto: 0.05 when --source is given)")
+    p.add_argument("--source-confidence", type=float, default=None, metavar="LEVEL",
+                   help="check --max-source-increase on this upper bootstrap quantile of the source change "
+                   "(e.g. 0.95) instead of its point estimate (default: the point estimate)")
     p.add_argument("--freeze", nargs="*", default=None, help="parameter-name prefixes of the model to freeze")
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--n-models", type=int, default=1, help="committee size (members differ by seed)")
@@ -347,7 +350,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         energy_offset=None if args.energy_offset == "none" else args.energy_offset, replay_ratio=args.replay_ratio,
         distill=_structures_of(args.distill) if args.distill else None, l2sp=args.l2sp, wise_ft=args.wise_ft,
         anchor_forces=args.anchor_forces, max_force_drift=args.max_force_drift,
-        max_source_increase=args.max_source_increase,
+        max_source_increase=args.max_source_increase, source_confidence=args.source_confidence,
         freeze=args.freeze, val_fraction=args.val_fraction, eval_target=args.eval_target,
         eval_source=args.eval_source, n_models=args.n_models, seed=args.seed, device=args.device,
         models_dir=args.models_dir, output_dir=args.out, overwrite=args.overwrite, progress=args.progress,
