@@ -114,3 +114,16 @@ def test_finetune_default_bounds_and_switching_them_off(files, capsys):
     assert (settings["l2sp"], settings["wise_ft"], settings["max_force_drift"]) == (0.0, False, None)
     assert main([*common, "--out", str(files / "bad"), "--max-force-drift", "lots"]) == 2
     assert "expected 'auto', 'none' or a number; got 'lots'" in capsys.readouterr().err
+
+
+def test_finetune_source_confidence(files, capsys):
+    common = ["finetune", "--model", str(files / "pot"), "--target", str(files / "target.extxyz"), "--epochs", "1",
+              "--batch-size", "2", "--energy-offset", "none", "--no-progress", "--source-confidence", "0.95"]
+    assert main([*common, "--out", str(files / "c"), "--source", str(files / "source.extxyz")]) == 0, \
+        capsys.readouterr().err
+    summary = json.loads((files / "c" / "result.json").read_text())
+    assert summary["settings"]["source_confidence"] == 0.95 and summary["settings"]["max_source_increase"] == 0.05
+    assert summary["source_increase"] is not None and summary["source_increase"] <= 0.05
+    assert main([*common, "--out", str(files / "none")]) == 2  # no --source: no bound to check
+    assert "source_confidence=0.95 sets how max_source_increase is checked" in capsys.readouterr().err
+    assert not (files / "none").exists()

@@ -515,6 +515,58 @@ def test_max_source_increase_bad_use(tiny_potential):
         finetune_adversarial(model, target, source=source, wise_ft=False, max_source_increase=0.05, **FAST)
 
 
+class _FixedErrors:
+    """A stand-in scorer: per-structure errors looked up by model name."""
+
+    def __init__(self, table):
+        self.table = table
+        self.data = None
+
+    def errors(self, model):
+        return self.table[model]
+
+
+def test_source_confidence_checks_the_bound_on_a_paired_bootstrap_upper_quantile():
+    from matgl_cal.finetune import SOURCE_BOOTSTRAP_RESAMPLES, _SourceProbe
+
+    rng = np.random.default_rng(3)
+    base = rng.lognormal(size=40)
+    tuned = base * (1.0 + 0.1 * rng.standard_normal(40)) + 0.02
+    scorer = _FixedErrors({"pre": base, "tuned": tuned})
+    point = _SourceProbe(scorer, base, 0.05)
+    assert point.bound_value("tuned") == point.value("tuned") == pytest.approx(tuned.mean() / base.mean() - 1.0)
+    probe = _SourceProbe(scorer, base, 0.05, confidence=0.95, seed=7)
+    # slow reference: the same resampled structures for both models, one ratio of means per resample
+    draws = np.random.default_rng(7).integers(0, 40, size=(SOURCE_BOOTSTRAP_RESAMPLES, 40), dtype=np.int32)
+    ratios = [tuned[idx].mean() / base[idx].mean() for idx in draws]
+    assert probe.bound_value("tuned") == pytest.approx(np.quantile(ratios, 0.95) - 1.0, rel=1e-12)
+    assert probe.bound_value("tuned") > probe.value("tuned") == point.value("tuned")
+    assert probe.bound_value("pre") == pytest.approx(0.0, abs=1e-12)  # paired: the unchanged model has no margin
+
+
+def test_source_confidence_only_lowers_the_wise_ft_coefficient():
+    model, source, target = _property_pretrained_and_target()
+    settings = {**FAST, "epochs": 4, "lr": 1e-2, "val_fraction": 0.0, "wise_ft": True, "replay_ratio": 0.5,
+                "adversarial": False}
+    free = finetune_adversarial(model, target, source=source, max_source_increase=None, **settings)
+    bound = 0.5 * evaluate(free.model, source)["mae"] / evaluate(model, source)["mae"] - 0.5
+    point = finetune_adversarial(model, target, source=source, max_source_increase=max(bound, 0.01), **settings)
+    sure = finetune_adversarial(model, target, source=source, max_source_increase=max(bound, 0.01),
+                                source_confidence=0.95, **settings)
+    assert sure.settings["source_confidence"] == 0.95 and point.settings["source_confidence"] is None
+    assert sure.wise_alpha < point.wise_alpha <= 1.0
+    assert sure.source_increase <= point.source_increase <= max(bound, 0.01)
+
+
+def test_source_confidence_bad_use():
+    model, source, target = _property_pretrained_and_target()
+    for bad in (1.0, 0.3, True, "0.95", float("nan")):
+        with pytest.raises(ValueError, match=r"source_confidence must be None or a confidence level in \[0.5, 1\)"):
+            finetune_adversarial(model, target, source=source, source_confidence=bad, **FAST)
+    with pytest.raises(ValueError, match="source_confidence=0.95 sets how max_source_increase is checked"):
+        finetune_adversarial(model, target, source_confidence=0.95, **FAST)  # no source: no bound
+
+
 def test_defaults_bound_the_forgetting(tiny_potential):
     """Defaults: L2-SP 10 and WiSE-FT, with a 0.02 eV/A drift bound (potentials) and a 5 % source bound (with source)."""
     pot, _ = tiny_potential
