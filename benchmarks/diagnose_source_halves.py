@@ -6,7 +6,8 @@ draw and bare-call settings), fine-tunes it once per ``--source-confidence`` lev
 WiSE-FT coefficient, the relative source change on the held-out pool (what the bound saw), on the whole pool and
 on the measurement half, and the largest single-structure contributions to the latter (per cent of the half's
 pretrained MAE), with those structures' targets, and the paired-bootstrap standard deviations of the changes on
-the whole pool and on the half with the gap between the two in units of their combined deviation.
+the whole pool and on the half with the gap between the two in units of their combined deviation, also with
+whole chemical systems resampled (structures of one system have correlated errors).
 
 Run (RESULTS.md section 3, round 16; about 4 min on one core):
 
@@ -29,10 +30,25 @@ from matgl_cal.encoded import encode_graphs, predict_encoded
 from matgl_cal.labelled import to_mgl_dataset
 
 
-def _bootstrap_sd(before: np.ndarray, after: np.ndarray, resamples: int = 1000) -> float:
-    """Standard deviation (percentage points) of the relative MAE change over paired bootstrap resamples."""
-    idx = np.random.default_rng(0).integers(0, len(before), size=(resamples, len(before)))
-    return float(np.std(100 * (after[idx].mean(axis=1) / before[idx].mean(axis=1) - 1)))
+def _bootstrap_sd(before: np.ndarray, after: np.ndarray, groups: list | None = None, resamples: int = 1000) -> float:
+    """Standard deviation (percentage points) of the relative MAE change over paired bootstrap resamples.
+
+    With ``groups`` (one key per structure) whole groups are resampled, with all their structures.
+    """
+    rng = np.random.default_rng(0)
+    if groups is None:
+        idx = rng.integers(0, len(before), size=(resamples, len(before)))
+        return float(np.std(100 * (after[idx].mean(axis=1) / before[idx].mean(axis=1) - 1)))
+    keys = sorted(set(groups))
+    code = np.array([keys.index(g) for g in groups])
+    b_sum = np.bincount(code, weights=before, minlength=len(keys))
+    a_sum = np.bincount(code, weights=after, minlength=len(keys))
+    counts = rng.multinomial(len(keys), np.full(len(keys), 1 / len(keys)), size=resamples)
+    return float(np.std(100 * ((counts @ a_sum) / (counts @ b_sum) - 1)))
+
+
+def _chemsys(structure) -> str:
+    return "-".join(sorted({el.symbol for el in structure.composition}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         contribution = 100 * (e1_half - e0_half) / e0_half.sum()
         top = np.argsort(-np.abs(contribution))[:5]
         pool_sd, half_sd = _bootstrap_sd(e0_pool, e1_pool), _bootstrap_sd(e0_half, e1_half)
+        pool_groups = [_chemsys(x) for x in pool.structures]
+        half_groups = [_chemsys(x) for x in half.structures]
+        pool_sd_g = _bootstrap_sd(e0_pool, e1_pool, pool_groups)
+        half_sd_g = _bootstrap_sd(e0_half, e1_half, half_groups)
         rows.append({
             "fold": args.fold, "n_target": args.n_target, "source_confidence": level or None,
             "wise_alpha": res.wise_alpha, "held_pool_change_pct": 100 * res.source_increase,
@@ -98,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             "whole_pool_change_sd_pct": pool_sd, "half_change_sd_pct": half_sd,
             "halves_gap_in_sd": (100 * (e1_half.mean() / e0_half.mean() - e1_pool.mean() / e0_pool.mean()))
             / float(np.hypot(pool_sd, half_sd)),
+            "whole_pool_change_sd_chemsys_pct": pool_sd_g, "half_change_sd_chemsys_pct": half_sd_g,
+            "n_chemsys_pool": len(set(pool_groups)), "n_chemsys_half": len(set(half_groups)),
+            "n_chemsys_shared": len(set(pool_groups) & set(half_groups)),
             "n_pool": len(pool), "n_half": len(half),
         })
         print(json.dumps(rows[-1]), flush=True)
