@@ -238,24 +238,12 @@ def evaluate(model: Any, data: LabelledData, *, reference: Any = None) -> dict[s
     return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
 
 
-def _score(metrics: dict[str, float]) -> float:
-    return metrics.get("energy_mae", metrics.get("mae", math.inf))
-
-
-def _selection_error(model: Any, data: LabelledData) -> float:
-    """The error model selection uses: energy MAE (eV/atom) for potentials, MAE for property models.
-
-    Force and stress labels are dropped first, so no force autograd is paid for a number that ignores them.
-    """
-    if data.kind == "potential" and (data.forces is not None or data.stresses is not None):
-        data = LabelledData(structures=data.structures, energies=data.energies, groups=data.groups)
-    return _score(evaluate(model, data))
-
-
 def _selection_errors(model: Any, data: LabelledData) -> np.ndarray:
-    """Per-structure absolute errors whose mean is :func:`_selection_error`, shape ``(len(data),)``.
+    """Per-structure absolute errors of the error model selection uses, shape ``(len(data),)``; their mean is the
+    energy MAE (eV/atom) for potentials, the MAE for property models.
 
-    Potentials: ``|E_pred - E| / n_atoms`` (eV/atom, energies only); property models: ``|y_pred - y|``.
+    Potentials: ``|E_pred - E| / n_atoms`` from energies only (no force autograd for a number that ignores
+    forces); property models: ``|y_pred - y|``.
     """
     if data.kind == "potential":
         e, _ = predict_potential(model, data.structures, forces=False)
@@ -268,7 +256,7 @@ class _Scorer:
 
     With ``encoded`` (the data's features from the frozen encoder of a property model that fine-tuning trains the
     head of), every model scored shares that encoder (WiSE-FT mixes of a frozen encoder leave it exactly as it
-    was), so only its head runs: the same MAE as :func:`_selection_error` up to float rounding.
+    was), so only its head runs: the same errors as :func:`_selection_errors` up to float rounding.
     """
 
     def __init__(self, data: LabelledData, encoded: Any = None) -> None:
@@ -287,8 +275,6 @@ class _Scorer:
 
     def error(self, model: Any) -> float:
         """MAE (property models) or energy MAE (eV/atom, potentials) of ``model`` on the data."""
-        if self._encoded is None:
-            return _selection_error(model, self.data)
         return float(np.mean(self.errors(model)))
 
     def errors(self, model: Any) -> np.ndarray:
