@@ -56,6 +56,42 @@ METHODS = {
 }
 
 
+PRETRAIN_SETTINGS = {"batch_size": 32, "lr": 2e-3, "val_fraction": 0.1, "loss": "l1_loss", "progress": False,
+                     "accelerator": "cpu"}
+"""``train_model`` settings of the pretraining (besides the architecture, epochs and seed)."""
+FINETUNE_SETTINGS = {"batch_size": 16, "lr": 1e-3, "val_fraction": 0.25, "early_stopping_patience": 5,
+                     "progress": False}
+"""``finetune_adversarial`` settings every method shares (besides epochs, seed and the method's own)."""
+
+
+def fold_parts(split, allowed: set, *, max_train: int = 0, max_val: int = 0, source_from: str = "train",
+               max_source: int | None = None) -> tuple[list, list, list]:
+    """The pretraining, source-pool and source-measurement ids of one fold, drawn as every run of this script does.
+
+    Args:
+        split: The fold (``train``/``val`` ids). allowed: Ids that pass the size filter.
+        max_train, max_val: Caps (0: none) on the shuffled training ids and the validation ids.
+        source_from: ``"train"``: the pool is the pretraining ids and retention is measured on the validation ids;
+            ``"val"``: a random half of the validation ids is the pool, the other half the measurement set.
+        max_source: A random subsample of the pool of this size (None: all).
+
+    Returns:
+        ``(train_ids, source_ids, val_ids)``.
+    """
+    train_ids = [i for i in split.train if i in allowed]
+    train_ids = [train_ids[k] for k in np.random.default_rng(12345).permutation(len(train_ids))[: max_train or None]]
+    val_ids = [i for i in split.val if i in allowed][: max_val or None]
+    source_ids = train_ids  # replay pool and WiSE-FT's bound: the pretraining structures, or a sample of them
+    if source_from == "val":  # structures the pretrained model never saw; retention on the other half
+        halves = np.random.default_rng(54321).permutation(len(val_ids))
+        source_ids = [val_ids[k] for k in sorted(halves[: len(val_ids) // 2])]
+        val_ids = [val_ids[k] for k in sorted(halves[len(val_ids) // 2 :])]
+    if max_source is not None:
+        pick = np.random.default_rng(54321).permutation(len(source_ids))[:max_source]
+        source_ids = [source_ids[k] for k in pick]
+    return train_ids, source_ids, val_ids
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("MATGL_CAL_DATA"))
@@ -100,18 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["method"], r["fold"], r["seed"], r["n_target"]) for r in results}
     for fold in args.folds:
         split = folds.get(args.family, fold)
-        rng = np.random.default_rng(12345)
-        train_ids = [i for i in split.train if i in small]
-        train_ids = [train_ids[k] for k in rng.permutation(len(train_ids))[: args.max_train or None]]
-        val_ids = [i for i in split.val if i in small][: args.max_val or None]
-        source_ids = train_ids  # replay pool and WiSE-FT's bound: the pretraining structures, or a sample of them
-        if args.source_from == "val":  # structures the pretrained model never saw; retention on the other half
-            halves = np.random.default_rng(54321).permutation(len(val_ids))
-            source_ids = [val_ids[k] for k in sorted(halves[: len(val_ids) // 2])]
-            val_ids = [val_ids[k] for k in sorted(halves[len(val_ids) // 2 :])]
-        if args.max_source is not None:
-            pick = np.random.default_rng(54321).permutation(len(source_ids))[: args.max_source]
-            source_ids = [source_ids[k] for k in pick]
+        train_ids, source_ids, val_ids = fold_parts(split, small, max_train=args.max_train, max_val=args.max_val,
+                                                    source_from=args.source_from, max_source=args.max_source)
         test_ids = list(split.test)
         source_val = labelled(val_ids)
         for seed in args.seeds:
@@ -120,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             arch = ({"pretrained": args.pretrained} if args.pretrained else
                     {"family": "M3GNet", "element_types": elements, "hidden": 32, "nblocks": 2})
-            pre = train_model(labelled(train_ids), **arch, epochs=args.pretrain_epochs, batch_size=32, lr=2e-3,
-                              val_fraction=0.1, seed=seed, loss="l1_loss", progress=False, accelerator="cpu")
+            pre = train_model(labelled(train_ids), **arch, epochs=args.pretrain_epochs, seed=seed, **PRETRAIN_SETTINGS)
             pretrain_s = time.perf_counter() - t0
             mae_on = _mae_function(pre.model, frozen=bool(args.pretrained))
             source_before = mae_on(pre.model, source_val)
@@ -164,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                         extra["source_confidence"] = args.source_confidence
                     t1 = time.perf_counter()
                     res = finetune_adversarial(pre.model, target, adversarial=spec["adversarial"], epochs=args.epochs,
-                                               batch_size=16, lr=1e-3, val_fraction=0.25, early_stopping_patience=5,
-                                               seed=seed, progress=False, **extra)
+                                               seed=seed, **FINETUNE_SETTINGS, **extra)
                     record(method, res.model, time.perf_counter() - t1)
     print(table(results))
     print()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_finetune_property import FINETUNE_SETTINGS, PRETRAIN_SETTINGS, fold_parts
 from matgl_cal import LabelledData, finetune_adversarial, train_model
 from matgl_cal.datasets import load_dataset, load_ood_folds
 from matgl_cal.encoded import encode_graphs, predict_encoded
@@ -74,15 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         return LabelledData(structures=[ds.structures[k] for k in idx], targets=ds.targets[idx])
 
     # the same draws as bench_finetune_property.py --max-train 0 --max-atoms 0 --max-val 0 --source-from val
-    train_ids = list(split.train)
-    train_ids = [train_ids[k] for k in np.random.default_rng(12345).permutation(len(train_ids))]
-    val_ids = list(split.val)
-    halves = np.random.default_rng(54321).permutation(len(val_ids))
-    pool_ids = [val_ids[k] for k in sorted(halves[: len(val_ids) // 2])]
-    half_ids = [val_ids[k] for k in sorted(halves[len(val_ids) // 2 :])]
+    train_ids, pool_ids, half_ids = fold_parts(split, set(ds.ids), source_from="val")
     test_ids = list(split.test)
-    pre = train_model(labelled(train_ids), pretrained=args.pretrained, epochs=30, batch_size=32, lr=2e-3,
-                      val_fraction=0.1, seed=args.seed, loss="l1_loss", progress=False, accelerator="cpu").model
+    pre = train_model(labelled(train_ids), pretrained=args.pretrained, epochs=30, seed=args.seed,
+                      **PRETRAIN_SETTINGS).model
     order = np.random.default_rng(args.seed).permutation(len(test_ids))
     target = labelled([test_ids[k] for k in order[: args.n_target]])
     pool, half = labelled(pool_ids), labelled(half_ids)
@@ -96,9 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for level in args.source_confidence:
-        res = finetune_adversarial(pre, target, source=pool, adversarial=False, epochs=15, batch_size=16, lr=1e-3,
-                                   val_fraction=0.25, early_stopping_patience=5, seed=args.seed, progress=False,
-                                   source_confidence=level or None)
+        res = finetune_adversarial(pre, target, source=pool, adversarial=False, epochs=15, seed=args.seed,
+                                   source_confidence=level or None, **FINETUNE_SETTINGS)
         e0_pool, e1_pool = errors(pre, "pool"), errors(res.model, "pool")
         e0_half, e1_half = errors(pre, "half"), errors(res.model, "half")
         contribution = 100 * (e1_half - e0_half) / e0_half.sum()
