@@ -175,6 +175,10 @@ class SplitConfig:
         count: The ``folds`` count given in the config (None when keys were listed).
         q: ``property_range`` only: fraction of the structures held out (the most extreme targets).
         n_clusters: ``cluster`` only: number of K-means clusters on composition features.
+        nested: ``property_range`` only: run on the selection split inside the real split's training part
+            (:func:`matgl_cal.splits.property_range_split` with ``nested=True``: the real test set is in no
+            part, the same ``q`` is held out of what remains). Use it to choose a method for an
+            extrapolation with training data only, then check the choice on the real split.
 
     The split-maker families (:data:`SPLIT_MAKER_FAMILIES`) take their fold keys from the config:
     ``property_range`` folds are sides (``"top"``: hold out the largest ``q`` of the targets, the
@@ -190,11 +194,13 @@ class SplitConfig:
     count: int | None = None
     q: float = 0.1
     n_clusters: int = 10
+    nested: bool = False
 
     def maker_params(self) -> dict[str, Any]:
-        """The split maker's own settings (empty for file families and ``random``)."""
+        """The split maker's own settings (empty for file families and ``random``; ``nested`` only when set,
+        so the fingerprints of configs written before it existed are unchanged)."""
         if self.family == "property_range":
-            return {"q": self.q}
+            return {"q": self.q, "nested": True} if self.nested else {"q": self.q}
         if self.family == "cluster":
             return {"n_clusters": self.n_clusters}
         return {}
@@ -415,7 +421,7 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
     if not raw:
         raise ValueError("splits must list at least one split family, got an empty list")
     out: list[SplitConfig] = []
-    allowed = ("family", "folds", "val_fraction", "test_fraction", "q", "n_clusters")
+    allowed = ("family", "folds", "val_fraction", "test_fraction", "q", "n_clusters", "nested")
     for i, entry in enumerate(raw):
         where = f"splits[{i}]"
         t = _table(entry, where)
@@ -427,6 +433,11 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
             raise ValueError(f"{where}.q applies to family 'property_range' only, not {family!r}")
         if "n_clusters" in t and family != "cluster":
             raise ValueError(f"{where}.n_clusters applies to family 'cluster' only, not {family!r}")
+        if "nested" in t and family != "property_range":
+            raise ValueError(f"{where}.nested applies to family 'property_range' only, not {family!r}")
+        nested = t.get("nested", False)
+        if not isinstance(nested, bool):
+            raise TypeError(f"{where}.nested must be true or false, got {type(nested).__name__} {nested!r}")
         q = _float(t.get("q", 0.1), f"{where}.q", low=0.0, high=1.0)
         n_clusters = _int(t.get("n_clusters", 10), f"{where}.n_clusters", minimum=2)
         folds_raw = t["folds"]
@@ -469,7 +480,9 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
         if any(s.family == family for s in out):
             raise ValueError(f"{where}: split family {family!r} is listed twice; merge its folds into one entry")
         out.append(
-            SplitConfig(family, folds, val_fraction, test_fraction, count, q=q, n_clusters=n_clusters)  # type: ignore[arg-type]
+            SplitConfig(
+                family, folds, val_fraction, test_fraction, count, q=q, n_clusters=n_clusters, nested=nested  # type: ignore[arg-type]
+            )
         )
     return tuple(out)
 

@@ -217,7 +217,12 @@ class _Data:
 
         if split.family == "property_range":
             return property_range_split(
-                self.dataset.targets, q=split.q, side=fold, val_fraction=split.val_fraction, seed=0  # type: ignore[arg-type]
+                self.dataset.targets,
+                q=split.q,
+                side=fold,  # type: ignore[arg-type]
+                val_fraction=split.val_fraction,
+                seed=0,
+                nested=split.nested,
             )
         if split.family == "chemistry":
             return chemistry_split(self.dataset.structures, elements=fold, val_fraction=split.val_fraction, seed=0)

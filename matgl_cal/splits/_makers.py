@@ -277,11 +277,18 @@ def property_range_split(
     side: Literal["top", "bottom"] = "top",
     val_fraction: float = 0.0,
     seed: int = 0,
+    nested: bool = False,
 ) -> Split:
     """Hold out the samples with the largest (``side="top"``) or smallest target values (prior / label shift).
 
     Exactly ``round(q * n)`` samples are held out; ties at the threshold are broken by index
     (stable sort), so the split is deterministic.
+
+    With ``nested=True`` the split is the *selection* split of that extrapolation: the ``round(q * n)``
+    most extreme samples (the real test set) are first set aside and belong to no part, and the same
+    split is then made on what remains (its ``round(q * m)`` most extreme samples, ``m = n - round(q * n)``,
+    are the test part, ``val_fraction`` of the rest is validation). Comparing methods on it uses training
+    data only, so a choice made there can be checked honestly on the real test set.
 
     Args:
         targets: Target values, shape (n,), finite.
@@ -289,12 +296,24 @@ def property_range_split(
         side: ``"top"`` holds out the largest values, ``"bottom"`` the smallest.
         val_fraction: Fraction of the remaining samples put in ``val`` at random, in [0, 1).
         seed: Seed of the validation draw.
+        nested: Make the selection split inside the real split's training part (see above).
 
     Returns:
         A :class:`Split` of sorted indices; ``meta["threshold"]`` is the least extreme held-out value.
+        Nested: ``meta["n_excluded"]`` samples (the real test set) are in no part, and
+        ``meta["outer_threshold"]`` is its least extreme value.
 
     Raises:
         ValueError: ``q`` outside (0, 1), bad ``side``, non-finite targets or an empty part.
+        TypeError: ``nested`` is not a bool.
+
+    Example:
+        >>> import numpy as np
+        >>> y = np.arange(100.0)
+        >>> outer = property_range_split(y, q=0.1)
+        >>> inner = property_range_split(y, q=0.1, nested=True)
+        >>> outer.test[0], inner.test[0], inner.test[-1], inner.meta["n_excluded"]
+        (90, 81, 89, 10)
     """
     y = np.asarray(targets, dtype=np.float64)
     if y.ndim != 1 or y.size == 0:
@@ -306,19 +325,25 @@ def property_range_split(
     seed = _check_seed(seed)
     if side not in ("top", "bottom"):
         raise ValueError(f"side must be 'top' or 'bottom', got {side!r}.")
-    n_test = round(q * y.size)
-    if n_test == 0 or n_test >= y.size:
-        raise ValueError(f"q={q} of n={y.size} samples gives an empty test or train set.")
+    if not isinstance(nested, bool):
+        raise TypeError(f"nested must be a bool, got {type(nested).__name__} ({nested!r}).")
     order = np.argsort(-y if side == "top" else y, kind="stable")
+    meta: dict[str, Any] = {"kind": "property_range", "q": q, "side": side, "seed": seed}
+    if nested:
+        n_outer = round(q * y.size)
+        if n_outer == 0 or n_outer >= y.size:
+            raise ValueError(f"q={q} of n={y.size} samples gives an empty test or train set.")
+        meta.update(nested=True, n_excluded=int(n_outer), outer_threshold=float(y[order[n_outer - 1]]))
+        order = order[n_outer:]
+    n_test = round(q * order.size)
+    if n_test == 0 or n_test >= order.size:
+        what = f"the {order.size} samples left after setting aside the real test set" if nested else f"n={y.size} samples"
+        raise ValueError(f"q={q} of {what} gives an empty test or train set.")
     test = order[:n_test]
     rest = order[n_test:]
     train, val = _carve_val(rest, val_fraction, np.random.default_rng(seed), "property_range_split")
-    return Split(
-        train,
-        val,
-        sorted(test.tolist()),
-        meta={"kind": "property_range", "q": q, "side": side, "threshold": float(y[test[-1]]), "seed": seed},
-    )
+    meta["threshold"] = float(y[test[-1]])
+    return Split(train, val, sorted(test.tolist()), meta=meta)
 
 
 def _as_composition(obj: Any) -> Composition:
