@@ -480,6 +480,35 @@ def test_split_maker_families(tiny_data, tmp_path):
         run_one(cfg, "erm", "property_range", "middle", 0)
 
 
+def test_nested_property_range_runs_on_the_training_part_only(tiny_data, tmp_path):
+    """``nested = true``: the real test set is in no part; the fingerprint changes only when nested is set."""
+    from matgl_cal.benchmark._runner import _Data
+
+    split = {"family": "property_range", "folds": ["top"], "q": 0.25, "val_fraction": 0.2}
+    training = {"epochs": 1, "batch_size": 4, "lr": 1e-3, "accelerator": "cpu"}
+    plain_raw = _tiny_config(tiny_data, tmp_path / "plain", splits=[split], training=training)
+    nested_raw = _tiny_config(tiny_data, tmp_path / "nested", splits=[{**split, "nested": True}], training=training)
+    plain, nested = config_from_dict(plain_raw), config_from_dict(nested_raw)
+    assert nested.split("property_range").nested and not plain.split("property_range").nested
+    real = _Data(plain).indices(plain.split("property_range"), "top")
+    inner = _Data(nested).indices(nested.split("property_range"), "top")
+    every = np.concatenate(list(inner.values()))
+    assert len(every) == len(set(every.tolist())) == 15  # 20 minus the 5 of the real test set
+    assert not set(every.tolist()) & set(real["test"].tolist())
+    assert len(inner["test"]) == 4  # round(0.25 * 15)
+    fp_plain = runner_mod._fingerprint(plain, plain.method("erm"), plain.split("property_range"))
+    fp_nested = runner_mod._fingerprint(nested, nested.method("erm"), nested.split("property_range"))
+    assert fp_plain != fp_nested
+    explicit_off = config_from_dict({**plain_raw, "splits": [{**split, "nested": False}]})
+    assert runner_mod._fingerprint(explicit_off, explicit_off.method("erm"), explicit_off.split("property_range")) == fp_plain
+    rec = run_one(nested, "erm", "property_range", "top", 0)
+    assert rec["n_test"] == 4 and rec["config"]["splits"][0]["nested"] is True
+    with pytest.raises(ValueError, match=r"splits\[0\].nested applies to family 'property_range' only"):
+        config_from_dict({**plain_raw, "splits": [{"family": "chemistry", "folds": ["O"], "nested": True}]})
+    with pytest.raises(TypeError, match=r"splits\[0\].nested must be true or false, got str 'yes'"):
+        config_from_dict({**plain_raw, "splits": [{**split, "nested": "yes"}]})
+
+
 def test_num_workers_changes_nothing_but_collation(tiny_data, tiny_run, tmp_path):
     cfg_ref, ref_paths, _ = tiny_run
     raw = _tiny_config(tiny_data, tmp_path)

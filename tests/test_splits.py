@@ -158,6 +158,46 @@ def test_property_range_split_top_and_bottom():
     assert max(y[top.train]) < min(y[top.test])
 
 
+@pytest.mark.parametrize("side", ["top", "bottom"])
+def test_property_range_split_nested_is_the_same_split_inside_the_training_part(side):
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=200)
+    outer = property_range_split(y, q=0.1, side=side, val_fraction=0.1, seed=0)
+    inner = property_range_split(y, q=0.1, side=side, val_fraction=0.1, seed=0, nested=True)
+    parts = [set(p) for p in inner]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    # the real test set is in no part; everything else is in exactly one
+    assert set().union(*parts) == set(range(200)) - set(outer.test)
+    assert inner.meta["n_excluded"] == 20 and inner.meta["nested"] is True
+    assert len(inner.test) == round(0.1 * 180) and len(inner.val) == round(0.1 * 162)
+    # the inner test part is the same extrapolation made on the remainder: the next most extreme values
+    sign = 1.0 if side == "top" else -1.0
+    rest = np.array(inner.train + inner.val)
+    assert (sign * y[inner.test]).min() >= (sign * y[rest]).max()
+    assert (sign * y[outer.test]).min() >= (sign * y[inner.test]).max()
+    assert inner.meta["outer_threshold"] == outer.meta["threshold"]
+    # equals the plain split made on the outer training part (positions mapped back)
+    pool = np.array(sorted(outer.train + outer.val))
+    ref = property_range_split(y[pool], q=0.1, side=side)
+    assert inner.test == sorted(pool[ref.test].tolist())
+    # deterministic, and nested=False is exactly the split it always was
+    assert property_range_split(y, q=0.1, side=side, val_fraction=0.1, seed=0, nested=True) == inner
+    assert property_range_split(y, q=0.1, side=side, val_fraction=0.1, seed=0, nested=False) == outer
+
+
+def test_property_range_split_nested_errors():
+    with pytest.raises(TypeError, match="nested must be a bool, got str"):
+        property_range_split(np.arange(10.0), q=0.2, nested="yes")
+    # q * n < 0.5: not even the real test set has a sample
+    with pytest.raises(ValueError, match="of n=20 samples gives an empty test or train"):
+        property_range_split(np.arange(20.0), q=0.02, nested=True)
+    # n = 10, q = 0.052: the real test set has round(0.52) = 1 sample, the 9 left give round(0.468) = 0
+    with pytest.raises(ValueError, match="the 9 samples left after setting aside the real test set"):
+        property_range_split(np.arange(10.0), q=0.052, nested=True)
+    # q = 0.06: 1 set aside (value 9), then 1 held out of the 9 left (value 8)
+    assert property_range_split(np.arange(10.0), q=0.06, nested=True).test == [8]
+
+
 def test_property_range_split_ties_are_deterministic():
     y = np.array([1.0, 1.0, 1.0, 1.0])
     assert property_range_split(y, q=0.5).test == [0, 1]
