@@ -180,7 +180,7 @@ def test_property_range_split_nested_is_the_same_split_inside_the_training_part(
     pool = np.array(sorted(outer.train + outer.val))
     ref = property_range_split(y[pool], q=0.1, side=side)
     assert inner.test == sorted(pool[ref.test].tolist())
-    # deterministic, and nested=False is exactly the split it always was
+    # deterministic, and the default is nested=False
     assert property_range_split(y, q=0.1, side=side, val_fraction=0.1, seed=0, nested=True) == inner
     assert property_range_split(y, q=0.1, side=side, val_fraction=0.1, seed=0, nested=False) == outer
 

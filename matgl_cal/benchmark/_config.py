@@ -481,7 +481,14 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
             raise ValueError(f"{where}: split family {family!r} is listed twice; merge its folds into one entry")
         out.append(
             SplitConfig(
-                family, folds, val_fraction, test_fraction, count, q=q, n_clusters=n_clusters, nested=nested  # type: ignore[arg-type]
+                family,
+                folds,  # type: ignore[arg-type]
+                val_fraction,
+                test_fraction,
+                count,
+                q=q,  # type: ignore[arg-type]
+                n_clusters=n_clusters,  # type: ignore[arg-type]
+                nested=nested,
             )
         )
     return tuple(out)

@@ -337,7 +337,9 @@ def property_range_split(
         order = order[n_outer:]
     n_test = round(q * order.size)
     if n_test == 0 or n_test >= order.size:
-        what = f"the {order.size} samples left after setting aside the real test set" if nested else f"n={y.size} samples"
+        what = f"n={y.size} samples"
+        if nested:
+            what = f"the {order.size} samples left after setting aside the real test set"
         raise ValueError(f"q={q} of {what} gives an empty test or train set.")
     test = order[:n_test]
     rest = order[n_test:]
