@@ -11,6 +11,14 @@ WBM energy MAE 0.148 -> 0.125 eV/atom, ridge refit alone 0.126, force drift 0.01
 
     python examples/finetune_wbm.py [--n-target 48] [--n-test 100] [--epochs 12] [--out DIR]
 
+The same job from the command line (what ``make demo`` runs): ``--export DIR`` writes the same structures as files
+(``target.extxyz`` and ``test.extxyz`` with WBM DFT energies, unlabelled ``distill.extxyz`` and ``retention.extxyz``
+of rattled MP binaries) and exits; then
+
+    mgl-cal finetune --model M3GNet-PES-MatPES-PBE-2025.2 --target DIR/target.extxyz --eval-target DIR/test.extxyz \
+        --distill DIR/distill.extxyz --epochs 12 --out DIR/tuned
+    mgl-cal evaluate --model DIR/tuned/model --data DIR/retention.extxyz --reference M3GNet-PES-MatPES-PBE-2025.2
+
 Data and model are read from ``--data-dir`` / ``--models-dir`` (defaults: ``$MATGL_CAL_DATA`` and
 ``$MATGL_CAL_MODELS``, else ``../shared/data`` and ``../shared/models`` beside the repository).
 """
@@ -53,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="force-anchoring weight (0: off, energy-only training; >0 builds the force graph)")
     parser.add_argument("--out", type=Path, default=None, help="write the adapted model here")
     parser.add_argument("--tiny", action="store_true", help="10 target / 10 test structures, 1 epoch (CI)")
+    parser.add_argument("--export", type=Path, default=None, metavar="DIR",
+                        help="write the target, test, distillation and retention structures as extxyz files to DIR "
+                        "(for mgl-cal finetune / evaluate) and exit without training")
     args = parser.parse_args(argv)
     if args.tiny:
         args.n_target, args.n_test, args.epochs = 10, 10, 1
@@ -73,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     mp = [Structure.from_dict(r["structure"]) for r in json.load(gzip.open(mp_file))]
     mp = [s for s in mp if len(s) <= 16]
     mp = [mp[i] for i in np.random.default_rng(123).permutation(len(mp))[:60]]
+    if args.export is not None:
+        return export(args.export, target=target, test=test, distill=matgl_cal.rattled(mp[20:], seed=2),
+                      retention=matgl_cal.rattled(mp[:20], seed=1))
     retention = matgl_cal.LabelledData(structures=matgl_cal.rattled(mp[:20], seed=1), energies=np.zeros(20))
 
     t0 = time.perf_counter()
@@ -101,6 +115,30 @@ def main(argv: list[str] | None = None) -> int:
           f"{matgl_cal.evaluate(ridge, test)['energy_mae']:.4f} eV/atom (zero drift)")
     if args.out:
         print(f"model written to {args.out / 'model'} (load with matgl.load_model)")
+    return 0
+
+
+def export(directory: Path, *, target, test, distill, retention) -> int:
+    """Write the run's structures as extxyz files: labelled target and test sets, unlabelled MP structures."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    def atoms_of(structures, energies=None):
+        out = []
+        for i, s in enumerate(structures):
+            atoms = AseAtomsAdaptor.get_atoms(s)
+            if energies is not None:  # the DFT total energy (eV), the only label WBM gives
+                atoms.calc = SinglePointCalculator(atoms, energy=float(energies[i]))
+            out.append(atoms)
+        return out
+
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"target": atoms_of(target.structures, target.energies), "test": atoms_of(test.structures, test.energies),
+             "distill": atoms_of(distill), "retention": atoms_of(retention)}
+    for name, frames in files.items():
+        write(directory / f"{name}.extxyz", frames, format="extxyz")
+        print(f"{directory / (name + '.extxyz')}: {len(frames)} structures")
     return 0
 
 

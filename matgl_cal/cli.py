@@ -319,7 +319,7 @@ def _add_finetune(subparsers: Any) -> None:
     p.add_argument("--val-fraction", type=float, default=0.25)
     p.add_argument("--n-models", type=int, default=1, help="committee size (members differ by seed)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--models-dir", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
@@ -395,7 +395,8 @@ def _add_evaluate(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--model", required=True, help="model directory or name")
-    p.add_argument("--data", required=True, help="labelled structures: extxyz, JSON/JSON.gz or CSV")
+    p.add_argument("--data", required=True, help="labelled structures: extxyz, JSON/JSON.gz or CSV (with "
+                   "--reference, unlabelled structures are enough: only the drift is reported then)")
     p.add_argument("--reference", default=None, help="reference model (e.g. the pretrained one) for drift")
     p.add_argument("--target-key", default=None)
     p.add_argument("--stress-unit", default="eV/A3", choices=["eV/A3", "GPa"])
@@ -404,17 +405,32 @@ def _add_evaluate(subparsers: Any) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from matgl_cal.finetune import evaluate
-    from matgl_cal.labelled import read_labelled
-    from matgl_cal.models import load_pretrained
+    from matgl_cal.labelled import LabelledData, read_labelled
+    from matgl_cal.models import is_potential, load_pretrained
 
     model = load_pretrained(args.model, models_dir=args.models_dir)
-    data = read_labelled(args.data, target_key=args.target_key, stress_unit=args.stress_unit)
-    rows = [(k, f"{v:.4g}") for k, v in evaluate(model, data).items()]
+    try:
+        data = read_labelled(args.data, target_key=args.target_key, stress_unit=args.stress_unit)
+    except ValueError as err:
+        if not args.reference or "label" not in str(err):
+            raise
+        # drift from a reference model needs structures only
+        data = None
+    rows = [] if data is None else [(k, f"{v:.4g}") for k, v in evaluate(model, data).items()]
     if args.reference:
         reference = load_pretrained(args.reference, models_dir=args.models_dir)
-        rows += [(f"drift from reference: {k}", f"{v:.4g}") for k, v in evaluate(model, data, reference=reference).items()]
-    print(f"{args.model} on {len(data)} structures of {args.data}")
+        structures = _structures_of(args.data) if data is None else data.structures
+        if is_potential(model):
+            probe = LabelledData(structures=structures, energies=np.zeros(len(structures)))  # labels unused
+        else:
+            probe = LabelledData(structures=structures, targets=np.zeros(len(structures)))
+        rows += [(f"drift from reference: {k}", f"{v:.4g}")
+                 for k, v in evaluate(model, probe, reference=reference).items()]
+    n = len(data) if data is not None else len(structures)
+    print(f"{args.model} on {n} structures of {args.data}{'' if data is not None else ' (unlabelled)'}")
     print(_table(("metric", "value"), rows))
     return 0
 

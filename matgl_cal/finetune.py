@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,11 @@ class FinetuneResult:
             ``model.save(dir)`` then ``matgl.load_model(dir)`` reproduces its predictions.
         pretrained: The untouched pretrained model.
         members: All fine-tuned members (``n_models`` of them; ``members[0] is model``).
-        history: One dict per epoch: target/validation losses and CAL statistics.
+        history: One dict per epoch: training and target-validation losses (MatGL's names, e.g.
+            ``train_Total_Loss``, ``val_Energy_MAE``), CAL statistics (``cal_*``) and retention measured on the
+            network as it trains: ``force_drift`` (potentials, eV/A against the pretrained forces on drift-probe
+            structures) and ``source_increase`` (with ``source``: relative error change on held-out source
+            structures, 0.05 = 5 % worse).
         evaluation: ``{"before": {...}, "after": {...}}`` metrics on the held-out data given
             (``eval_target``, ``eval_source``) and on the fit set's validation part.
         settings: The resolved settings (for reproducibility).
@@ -191,10 +195,16 @@ class _L2SP(Callback):
 
 
 class _History(Callback):
-    """Per-epoch metrics from ``trainer.callback_metrics`` plus the best-validation weights."""
+    """Per-epoch metrics from ``trainer.callback_metrics`` plus the best-validation weights.
 
-    def __init__(self, monitor: str | None) -> None:
+    ``retention`` maps history keys to functions of the Lightning module that measure forgetting at the end of
+    every epoch (:func:`_retention_measures`); their values join the epoch's row.
+    """
+
+    def __init__(self, monitor: str | None,
+                 retention: dict[str, Callable[[L.LightningModule], float]] | None = None) -> None:
         self.monitor = monitor
+        self.retention = dict(retention or {})
         self.rows: list[dict[str, float]] = []
         self.best_score = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -204,6 +214,7 @@ class _History(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         row = {"epoch": float(trainer.current_epoch)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1})
+        row.update({k: float(measure(pl_module)) for k, measure in self.retention.items()})
         self.rows.append(row)
         score = row.get(self.monitor) if self.monitor else None
         if score is not None and score < self.best_score:
@@ -418,7 +429,8 @@ def finetune_adversarial(
             ``rerank_every=1``, ``adversarial_batches`` = fit batches, ``adversarial_pool`` = the fit samples).
         eval_target, eval_source: Held-out labelled data evaluated before and after.
         n_models: Fine-tune this many members (seeds ``seed .. seed + n_models - 1``) for a committee.
-        seed: Random seed. device: ``"auto"``, ``"cpu"`` or ``"gpu"`` (Lightning accelerator).
+        seed: Random seed. device: Where training runs: ``"auto"`` (a GPU when Lightning finds one, else the
+            CPU), ``"cpu"``, ``"gpu"``/``"cuda"`` (the first GPU) or ``"cuda:N"`` (GPU ``N``).
         models_dir: Directory of named models. output_dir: Write the result here (atomically).
         overwrite: Allow a non-empty ``output_dir``. progress: Show Lightning's progress bar.
 
@@ -430,6 +442,7 @@ def finetune_adversarial(
                     max_source_increase=max_source_increase, source_confidence=source_confidence, wise_ft=wise_ft,
                     val_fraction=val_fraction, n_models=n_models, energy_offset=energy_offset,
                     stress_unit=stress_unit, loss=loss)
+    _trainer_device(device)  # a bad device name fails here, before any loading
     out_path = _check_output_dir(output_dir, overwrite)
     pretrained = load_pretrained(model, models_dir=models_dir)
     potential = is_potential(pretrained)
@@ -452,6 +465,13 @@ def finetune_adversarial(
                                                                                  stress_unit=stress_unit))
         for name, d in (("eval_target", eval_target), ("eval_source", eval_source))
     }
+    for name, d in evals.items():
+        if d is not None:
+            _check_data(d, pretrained, potential, name)
+    if distill is not None:
+        distill = _structures_of(distill, "distill")
+        check_elements(LabelledData(structures=distill, energies=np.zeros(len(distill))),
+                       tuple((pretrained.model if potential else pretrained).element_types), name="distill")
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))
@@ -503,9 +523,10 @@ def finetune_adversarial(
     # when the probe is `distill`, its pretrained labels serve replay too (predicted once)
     distill_pool = drift_guard.data if drift_guard is not None and distill is not None else distill
     replay, unreplayed = _replay_data(pretrained, potential, fit_data, src, distill_pool, replay_ratio, rng)
-    if max_source_increase is not None:
+    held_source = None
+    if src is not None:
         held_source = src.subset(unreplayed) if unreplayed is not None and len(unreplayed) else src
-        if held_source is src and replay is not None:
+        if max_source_increase is not None and held_source is src and replay is not None:
             log.warning("max_source_increase: replay drew every source structure, so the bound is checked on "
                         "structures the model trained on; give more source data for a held-out check")
     # A frozen encoder (every parameter but the head's): its features are computed once for training and scoring.
@@ -514,6 +535,10 @@ def finetune_adversarial(
         scorer = _Scorer.on(held_source, encoder)
         source_guard = _SourceProbe(scorer, scorer.errors(pretrained), max_source_increase, source_confidence, seed)
     guards = [g for g in (drift_guard, source_guard) if g is not None]
+    drift_probe: Any = None
+    if potential:
+        drift_probe = drift_guard.data if drift_guard is not None else _drift_probe_structures(distill, src, data, seed)
+    retention = _retention_measures(pretrained, drift_probe, held_source, encoder)
     settings = {k: v for k, v in locals().items() if k in _SETTING_NAMES}
     settings["encoded_once"] = encoder is not None
     graphs = _build_graphs(start, potential, fit_data, val_data, replay, encoder)
@@ -525,7 +550,7 @@ def finetune_adversarial(
             batch_size=batch_size, lr=lr, loss=loss, weights={"energy": energy_weight, "force": force_weight,
                                                   "stress": stress_weight},
             l2sp=l2sp, wise_ft=wise_ft, guards=guards, val_scorer=val_scorer, freeze=freeze,
-            patience=early_stopping_patience,
+            patience=early_stopping_patience, retention=retention,
             cal_kwargs=cal_kwargs or {}, seed=seed + k, device=device, progress=progress,
         )
         if offset_fitter is not None and val_data is not None:
@@ -605,6 +630,7 @@ def _fit_member(
     potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, loss: str, weights: dict[str, float],
     l2sp: float, wise_ft: bool, guards: Sequence[_DriftProbe | _SourceProbe], val_scorer: _Scorer | None,
     freeze: Sequence[str] | None, patience: int | None, cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
+    retention: dict[str, Callable[[Any], float]] | None = None,
 ) -> tuple[Any, list[dict[str, float]], float]:
     L.seed_everything(seed, workers=True, verbose=False)
     work = clone_model(start).cpu().train()
@@ -632,7 +658,12 @@ def _fit_member(
         val_loader = DataLoader(graphs.val, batch_size=batch_size, shuffle=False, collate_fn=graphs.collate)
 
     monitor = ("val_Energy_MAE" if potential else "val_MAE") if val_loader is not None else None
-    history = _History(monitor)
+    # the model being trained, as the retention measures take it: the Potential the module built around the shared
+    # network (on the training device), or the property model whose head the module trains
+    def trained_model(m: L.LightningModule) -> Any:
+        return m.model if potential else work
+
+    history = _History(monitor, {k: (lambda m, f=f: f(trained_model(m))) for k, f in (retention or {}).items()})
     callbacks: list[Callback] = [history]
     reference = {n: p.detach().clone() for n, p in module.named_parameters()}
     if l2sp > 0:
@@ -646,9 +677,10 @@ def _fit_member(
     if monitor is not None and patience is not None:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor=monitor, patience=patience, mode="min"))
 
+    accelerator, devices = _trainer_device(device)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = L.Trainer(
-            max_epochs=epochs, accelerator="gpu" if device == "cuda" else device, devices=1, callbacks=callbacks,
+            max_epochs=epochs, accelerator=accelerator, devices=devices, callbacks=callbacks,
             logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
             inference_mode=False, default_root_dir=scratch, num_sanity_val_steps=0,
         )
@@ -800,6 +832,38 @@ def _replay_data(
     return chosen, unreplayed
 
 
+HISTORY_PROBE_SIZE = 32
+"""Structures of the drift probe (the first ones) or of the held-out source part (a seeded draw) on which the
+per-epoch history measures retention, so that it costs a few forward passes per epoch whatever the probe's size."""
+
+
+def _retention_measures(pretrained: Any, drift_probe: LabelledData | Sequence[Structure] | None,
+                        held_source: LabelledData | None, encoder: Any = None) -> dict[str, Callable[[Any], float]]:
+    """Functions of a model that measure forgetting, for the per-epoch history.
+
+    ``force_drift``: force MAE (eV/A) against the pretrained potential's own forces on at most
+    :data:`HISTORY_PROBE_SIZE` drift-probe structures. ``source_increase``: relative change of the selection
+    error (energy MAE per atom, or MAE) against the pretrained model's on at most that many held-out source
+    structures (0.05 = 5 % worse). Both are taken on the network as it trains (before WiSE-FT and the final
+    offset refit), so they show how forgetting grows with the epochs. ``drift_probe`` is labelled data (the drift
+    bound's probe) or structures, which the pretrained potential labels here.
+    """
+    measures: dict[str, Callable[[Any], float]] = {}
+    if drift_probe is not None and len(drift_probe):
+        if isinstance(drift_probe, LabelledData):
+            probe = drift_probe.subset(np.arange(min(len(drift_probe), HISTORY_PROBE_SIZE)))
+        else:
+            probe = _pretrained_labels(pretrained, list(drift_probe)[:HISTORY_PROBE_SIZE])
+        measures["force_drift"] = lambda model: evaluate(model, probe)["force_mae"]
+    if held_source is not None and len(held_source):
+        n = min(len(held_source), HISTORY_PROBE_SIZE)
+        pick = np.sort(np.random.default_rng(0).choice(len(held_source), size=n, replace=False))
+        scorer = _Scorer.on(held_source.subset(pick), encoder)
+        base = max(scorer.error(pretrained), 1e-12)
+        measures["source_increase"] = lambda model: scorer.error(model) / base - 1.0
+    return measures
+
+
 def _with_pretrained_refs(member: Any, pretrained: Any) -> Any:
     """``member`` (a Potential) with its element references reset to the pretrained model's (zero if none)."""
     from matgl_cal.baselines import _with_refs
@@ -841,7 +905,28 @@ def _check_data(data: LabelledData, model: Any, potential: bool, name: str) -> N
             "give one property value per structure (target_key=...)"
         )
     bare = model.model if potential else model
-    check_elements(data, tuple(bare.element_types))
+    check_elements(data, tuple(bare.element_types), name=name)
+
+
+def _structures_of(items: Any, name: str) -> list[Structure]:
+    """``items`` (pymatgen ``Structure`` or ASE ``Atoms``) as a list of pymatgen structures."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if isinstance(items, (str, os.PathLike, Structure)) or not isinstance(items, Sequence):
+        raise TypeError(f"`{name}` must be a list of pymatgen Structure or ASE Atoms objects; got "
+                        f"{type(items).__name__}")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, Structure):
+            out.append(item)
+        elif type(item).__name__ == "Atoms" and hasattr(item, "get_positions"):
+            out.append(AseAtomsAdaptor.get_structure(item))
+        else:
+            raise TypeError(f"`{name}` must hold pymatgen Structure or ASE Atoms objects; item {i} is a "
+                            f"{type(item).__name__}")
+    if not out:
+        raise ValueError(f"`{name}` must hold at least one structure; got an empty list")
+    return out
 
 
 def _drift_probe_structures(distill: Sequence[Structure] | None, src: LabelledData | None, data: LabelledData,
@@ -921,6 +1006,23 @@ def _check_settings(**kw: Any) -> None:
         raise ValueError(f"stress_unit must be 'eV/A3' or 'GPa', got {kw['stress_unit']!r}")
     if kw["loss"] not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {kw['loss']!r}")
+
+
+def _trainer_device(device: Any) -> tuple[str, int | list[int]]:
+    """Lightning's ``(accelerator, devices)`` for a ``device`` argument of :func:`finetune_adversarial`.
+
+    Raises:
+        ValueError: ``device`` is not ``"auto"``, ``"cpu"``, ``"gpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device,
+            or names a CUDA device this machine does not have.
+    """
+    if isinstance(device, str) and device == "auto":
+        return "auto", 1
+    from matgl_cal.calculators import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type == "cpu":
+        return "cpu", 1
+    return "gpu", [resolved.index or 0]
 
 
 def _check_output_dir(output_dir: Any, overwrite: bool) -> Path | None:

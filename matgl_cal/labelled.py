@@ -683,12 +683,13 @@ def _is_structure_list(source: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def check_elements(data: LabelledData, element_types: Sequence[str]) -> None:
+def check_elements(data: LabelledData, element_types: Sequence[str], *, name: str = "structures") -> None:
     """Raise if any structure contains an element the model does not know.
 
     Args:
         data: The labelled data.
         element_types: The model's element list (``model.element_types``).
+        name: The argument ``data`` came from, named in the error (e.g. ``"target"``, ``"eval_source"``).
 
     Raises:
         ValueError: Listing the offending elements and the indices of the structures holding them.
@@ -702,7 +703,7 @@ def check_elements(data: LabelledData, element_types: Sequence[str]) -> None:
     if offending:
         detail = "; ".join(f"{el} in structures {_list_repr(idx)}" for el, idx in sorted(offending.items()))
         raise ValueError(
-            f"Structures must contain only elements in the model's `element_types` ({len(known)} elements); "
+            f"`{name}` must contain only elements in the model's `element_types` ({len(known)} elements); "
             f"got elements absent from it: {sorted(offending)} ({detail})."
         )
 
