@@ -97,7 +97,6 @@ def test_toml_and_yaml_files(tmp_path):
     assert cfg.name == "c" and cfg.seeds == (1, 2) and cfg.training.epochs == 3 and cfg.training.max_train == 50
     assert cfg.split("random").folds == ("0", "1") and cfg.method("cal").kwargs["warmup_epochs"] == 1
     assert cfg.source == str(toml)
-    pytest.importorskip("yaml")
     yml = tmp_path / "c.yaml"
     yml.write_text(
         "dataset: matbench_dielectric\nseeds: [0]\nsplits:\n- {family: random, folds: [3]}\nmethods: [erm]\n"
@@ -313,6 +312,7 @@ def test_end_to_end_records(tiny_run):
         assert r["selection"] == "best_val" and r["selected_epoch"] == 0 and len(r["val_mae_history"]) == 1
         assert r["optimizer_steps"]["erm"] == 3  # 10 training structures, batch 4, 1 epoch
         assert r["ood_score"] is not None and r["wall_seconds"] > 0 and r["device"]
+        assert r["ood_score_readout"] > 0  # the same diagnostic in the trained model's readout space
         assert r["units"] == "eV/atom" and r["config"]["name"] == "tiny"
     assert recs["erm"]["cal"] is None and recs["erm"]["optimizer_steps"]["adversarial"] == 0
     cal = recs["cal"]
@@ -322,6 +322,26 @@ def test_end_to_end_records(tiny_run):
     # the same seed gives the same training-set standardisation and different methods the same data
     assert cal["data_mean"] == recs["erm"]["data_mean"]
     assert cal["test_predictions"]["y_true"] == recs["erm"]["test_predictions"]["y_true"]
+
+
+def test_captured_readout_is_what_the_final_layer_maps_to_the_prediction():
+    import torch
+
+    torch.manual_seed(0)
+    model = b.tiny_model("M3GNet").eval()
+    ds = b.property_dataset(5)
+    loader, _ = b.loaders(ds, 5, shuffle=False)
+    g, lat, state, *_ = next(iter(loader))
+    from matgl.utils.training import ModelLightningModule
+
+    module = ModelLightningModule(model=model, data_mean=0.0, data_std=1.0).eval()  # as the runner predicts
+    with torch.no_grad(), runner_mod._capturing_readout(model) as captured:
+        out = module(g=g, lat=lat, state_attr=state)
+    assert len(captured) == 1 and captured[0].shape[0] == 5  # one row per structure
+    with torch.no_grad():
+        again = model.final_layer(captured[0].to(torch.float32))
+    torch.testing.assert_close(again.reshape(-1), out.reshape(-1))
+    assert runner_mod._readout_ood_score(None, captured[0].numpy()) is None
 
 
 def test_pretrained_keys_stay_out_of_old_fingerprints():

@@ -183,7 +183,8 @@ def summarize(records: Sequence[dict[str, Any]], *, baseline: str | None = None)
         ``n_pairs``, ``p_value`` and ``test`` (see :func:`paired_test`), ``rel_change_interval_pct``
         (95 % interval of ``rel_change_pct`` resampling folds with their seeds, see
         :func:`paired_change_interval`; NaNs below 2 folds), ``id_mae_mean`` /
-        ``id_mae_std`` (test MAE of the same method on the ``random`` split), ``ood_score``,
+        ``id_mae_std`` (test MAE of the same method on the ``random`` split), ``ood_score`` (composition
+        features), ``ood_score_readout`` (the trained models' readout vectors; NaN for records without it),
         ``steps`` (mean optimiser steps), ``wall_seconds`` (mean) and ``cal`` (mean final cost stats).
     """
     base = _baseline_of(records, baseline)
@@ -230,6 +231,8 @@ def summarize(records: Sequence[dict[str, Any]], *, baseline: str | None = None)
             row["id_mae_mean"], row["id_mae_std"] = _mean_std([r["metrics"]["test"]["mae"] for r in id_runs.values()])
             scores = [r.get("ood_score") for r in runs.values() if r.get("ood_score") is not None]
             row["ood_score"] = float(np.mean(scores)) if scores else math.nan
+            scores = [r.get("ood_score_readout") for r in runs.values() if r.get("ood_score_readout") is not None]
+            row["ood_score_readout"] = float(np.mean(scores)) if scores else math.nan
             steps = [r.get("optimizer_steps", {}).get("total") for r in runs.values()]
             steps = [s for s in steps if s is not None]
             row["steps"] = float(np.mean(steps)) if steps else math.nan
@@ -400,11 +403,15 @@ def make_report(
         folds = sorted({f for r in sel for f in r["folds"]}, key=_fold_order)
         seeds = sorted({s for r in sel for s in r["seeds"]})
         ood = [r["ood_score"] for r in sel if not math.isnan(r["ood_score"])]
+        readout = [(r["method"], r["ood_score_readout"]) for r in sel
+                   if not math.isnan(r.get("ood_score_readout", math.nan))]
+        readout_note = (f"; in the readout space of the trained {readout[0][0]} models "
+                        f"{_fmt(readout[0][1], 3)}" if readout else "")
         lines += [
             f"### {split}",
             "",
             f"Folds {', '.join(folds)}; seeds {', '.join(map(str, seeds))}; "
-            f"OOD score {_fmt(ood[0] if ood else math.nan, 3)}.",
+            f"OOD score {_fmt(ood[0] if ood else math.nan, 3)} (composition features){readout_note}.",
             "",
             f"| method | test MAE | Δ vs {base} | p | test | 95 % interval of Δ (folds resampled) | ID MAE (random) "
             "| runs | opt. steps | s/run |",

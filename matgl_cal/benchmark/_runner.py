@@ -21,6 +21,7 @@ Protocol (identical for every method, see ``docs/DESIGN.md``):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -31,7 +32,7 @@ import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -457,6 +458,37 @@ def _ood_score(data: _Data, train: np.ndarray, test: np.ndarray) -> float | None
         return None
 
 
+@contextlib.contextmanager
+def _capturing_readout(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the vectors the model's final layer receives (the ``readout`` space, one row per graph for intensive
+    models) during the forward passes inside the block, as float64 CPU tensors; none for a model without one."""
+    from matgl_cal.spaces import ReadoutSpace
+
+    captured: list[torch.Tensor] = []
+    found = ReadoutSpace()._target(model)
+    if found is None:
+        yield captured
+        return
+    handle = found[0].register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().double().cpu()))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def _readout_ood_score(train: np.ndarray | None, test: np.ndarray | None) -> float | None:
+    """:func:`matgl_cal.splits.ood_score` in the trained model's readout space (rows must be structures)."""
+    from matgl_cal.splits import ood_score
+
+    if train is None or test is None or train.ndim != 2 or test.ndim != 2:
+        return None
+    try:
+        return float(ood_score(train, test, seed=0))
+    except ValueError as err:  # e.g. too few samples for the random reference
+        log.warning("readout-space OOD score not computed: %s", err)
+        return None
+
+
 def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: dict[str, np.ndarray]) -> dict[str, Any]:
     import lightning.pytorch as pl
     from matgl.graph.data import collate_fn_graph
@@ -542,12 +574,15 @@ def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: d
         selected_epoch = trainer.current_epoch - 1 if tr.select == "last" else best.best_epoch
     device = best.device or torch.device("cpu")
 
-    metrics, preds = {}, {}
+    metrics, preds, readouts = {}, {}, {}
     for name in ("train", "val", "test"):
         if len(parts[name]) == 0:
             metrics[name] = {"mae": math.nan, "rmse": math.nan, "n": 0}
             continue
-        preds[name] = _predict(module, eval_loader(name), device)
+        with _capturing_readout(module.model) as captured:
+            preds[name] = _predict(module, eval_loader(name), device)
+        vectors = torch.cat(captured).numpy() if captured else None
+        readouts[name] = vectors if vectors is not None and len(vectors) == len(parts[name]) else None  # per graph
         metrics[name] = _metrics(y[name], preds[name])
 
     cal: dict[str, Any] | None = None
@@ -595,6 +630,7 @@ def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: d
         "cal": cal,
         "ood_score": _ood_score(data, parts["train"], parts["test"]),
         "ood_score_features": "composition_features",
+        "ood_score_readout": _readout_ood_score(readouts.get("train"), readouts.get("test")),
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - t_start,
         "device": _device_name(device),
