@@ -98,3 +98,21 @@ def tiny_model(family: str = "M3GNet", *, intensive: bool = True):
 
         return TensorNet(element_types=ELEMENTS, units=8, nblocks=1, num_rbf=8, cutoff=CUTOFF, is_intensive=intensive)
     raise ValueError(family)
+
+
+def pretrained_potential(steps: int = 6, root=None):
+    """A tiny M3GNet ``Potential`` trained for ``steps`` optimiser steps on EMT energies, forces and stresses with
+    MatGL's own ``PotentialLightningModule``: a stand-in for a pretrained universal potential."""
+    import lightning as L
+    from matgl.apps.pes import Potential
+    from matgl.utils.training import PotentialLightningModule
+
+    data = potential_dataset(6)
+    train, _ = loaders(data, batch_size=2)
+    module = PotentialLightningModule(model=tiny_m3gnet(intensive=False), stress_weight=0.1, lr=1e-3)
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, inference_mode=False, accelerator="cpu",
+                        default_root_dir=root)
+    trainer.fit(module, train_dataloaders=train)
+    return Potential(model=module.model.model, element_refs=module.model.element_refs.property_offset
+                     if module.model.element_refs is not None else None, calc_stresses=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 
 import matgl
 import numpy as np
@@ -33,13 +34,23 @@ def emt_atoms(n: int, seed: int = 0, scale: float = 1.0):
     return out
 
 
-@pytest.fixture
-def tiny_potential(tmp_path):
+@pytest.fixture(scope="session")
+def _pretrained_potential_dir(tmp_path_factory):
+    """A tiny potential trained a few steps and saved with MatGL's ``save``, once per session."""
     torch.manual_seed(0)
-    pot = Potential(model=b.tiny_model("M3GNet", intensive=False), calc_stresses=True)
+    root = tmp_path_factory.mktemp("pretrained")
+    path = root / "tiny-pot"
+    b.pretrained_potential(root=root).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_potential(_pretrained_potential_dir, tmp_path):
+    """The pretrained tiny potential, loaded with ``matgl.load_model`` (a fresh object per test), and its
+    directory (a copy in the test's own temporary directory)."""
     path = tmp_path / "tiny-pot"
-    pot.save(path)
-    return pot, path
+    shutil.copytree(_pretrained_potential_dir, path)
+    return matgl.load_model(path), path
 
 
 def energy_only(atoms_list):
@@ -363,7 +374,7 @@ def test_anchor_forces_keeps_forces_near_the_pretrained_ones(tiny_potential):
     shifted = _drifting_target()
     probe = LabelledData(structures=rattled(read_labelled(emt_atoms(4, seed=7)).structures, seed=1),
                          energies=np.zeros(4))
-    settings = {**FAST, "epochs": 6, "lr": 1e-2, "val_fraction": 0.0}
+    settings = {**FAST, "epochs": 6, "lr": 1e-2, "val_fraction": 0.0, "wise_ft": False, "l2sp": 0.0}  # the anchor alone
     free = finetune_adversarial(pot, shifted, adversarial=False, **settings)
     held = finetune_adversarial(pot, shifted, adversarial=True, anchor_forces=1e3, **settings)
     assert held.settings["anchor_forces"] == 1e3 and held.settings["force_weight"] == 1e3

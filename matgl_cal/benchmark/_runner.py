@@ -172,6 +172,7 @@ class _Data:
         from matgl_cal.splits import random_split
 
         n = len(self.dataset)
+        missing_test = 0  # fold-file test ids absent from the loaded dataset (their targets were dropped)
         if split.family == RANDOM_FAMILY:
             sp = random_split(n, val_fraction=split.val_fraction, test_fraction=split.test_fraction, seed=int(fold))
         elif split.family in SPLIT_MAKER_FAMILIES:
@@ -180,6 +181,7 @@ class _Data:
             raw = self.fold_source(split.family).get(split.family, fold, val_fraction=split.val_fraction)
             sp = raw.to_indices(self.dataset.ids, strict=False)
             lost = sum(raw.sizes) - sum(sp.sizes)
+            missing_test = len(raw.test) - len(sp.test)
             if lost:
                 log.info(
                     "%s/%s: %d fold ids are not in the loaded dataset (dropped targets); skipped",
@@ -189,6 +191,7 @@ class _Data:
                 )
         tr = self.config.training
         parts = {"train": np.asarray(sp.train, dtype=np.int64), "val": np.asarray(sp.val, dtype=np.int64)}
+        before = {name: len(idx) for name, idx in parts.items()}
         for name, cap in (("train", tr.max_train), ("val", tr.max_val)):
             idx = parts[name]
             if tr.max_atoms is not None:
@@ -199,16 +202,20 @@ class _Data:
             parts[name] = idx
         parts["test"] = np.asarray(sp.test, dtype=np.int64)
         where = f"split {split.family!r} fold {fold!r}"
+        filters = f"max_atoms={tr.max_atoms}, max_train={tr.max_train}"
         if len(parts["train"]) < 2:
             raise ValueError(
-                f"{where}: {len(parts['train'])} training structures left after max_atoms/max_train; need >= 2"
+                f"{where}: {len(parts['train'])} training structures left of {before['train']} after {filters}; "
+                "need >= 2"
             )
         if len(parts["test"]) == 0:
-            raise ValueError(f"{where}: empty test part")
+            why = (f": its {missing_test} test ids are not in the loaded dataset (their targets are missing or "
+                   "non-numeric)" if missing_test else "")
+            raise ValueError(f"{where}: empty test part{why}")
         if tr.select == "best_val" and len(parts["val"]) == 0:
             raise ValueError(
-                f"{where}: training.select='best_val' needs validation structures but the part is empty "
-                "(max_atoms too small, or set val_fraction for folds without a validation part)"
+                f"{where}: training.select='best_val' needs validation structures but the validation part is empty "
+                f"({before['val']} before max_atoms={tr.max_atoms}); set training.select = 'last', or raise max_atoms"
             )
         return parts
 
