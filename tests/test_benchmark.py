@@ -220,29 +220,35 @@ def tiny_data(tmp_path_factory):
         {"id": i, "target": y, "nsites": len(s), "structure": s.as_dict()}
         for i, (s, y) in enumerate(zip(structures, targets, strict=True))
     ]
-    _write_gz(root / DATASET / f"{DATASET}.json.gz", {"meta": {}, "data": records})
     folds = {
         "train": {"0": list(range(0, 12)), "1": list(range(8, 20))},
         "val": {"0": [12, 13, 14], "1": [5, 6, 7]},
         "test": {"0": [15, 16, 17, 18, 19], "1": [0, 1, 2, 3, 4]},
     }
+    register_tiny_dataset(root, DATASET, records, folds)
+    yield root
+    unregister_dataset(DATASET)
+
+
+def register_tiny_dataset(root: Path, name: str, records: list[dict], loco_folds: dict) -> None:
+    """Write ``records`` and one LOCO family (``{"train"|"val"|"test": {fold key: ids}}``) in the shared layout
+    under ``root / name`` and register the dataset as ``name`` (target field ``target``, eV/atom)."""
+    _write_gz(root / name / f"{name}.json.gz", {"meta": {}, "data": records})
     _write_gz(
-        root / DATASET / f"{DATASET}_ood_folds.json.gz",
-        {"meta": {"n_entries": 20}, "splits": {f"OFM_{DATASET}_LOCO_target_clusters50": folds}},
+        root / name / f"{name}_ood_folds.json.gz",
+        {"meta": {"n_entries": len(records)}, "splits": {f"OFM_{name}_LOCO_target_clusters50": loco_folds}},
     )
     register_dataset(
         DatasetInfo(
-            name=DATASET,
-            file=DataFile(f"{DATASET}/{DATASET}.json.gz"),
+            name=name,
+            file=DataFile(f"{name}/{name}.json.gz"),
             target="target",
             id_field="id",
             units={"target": "eV/atom"},
-            ood_folds=DataFile(f"{DATASET}/{DATASET}_ood_folds.json.gz"),
+            ood_folds=DataFile(f"{name}/{name}_ood_folds.json.gz"),
         ),
         overwrite=True,
     )
-    yield root
-    unregister_dataset(DATASET)
 
 
 def _tiny_config(data_root: Path, out: Path, **over) -> dict:

@@ -21,8 +21,8 @@ import builders as b
 import matgl_cal.benchmark._runner as runner_mod
 from matgl_cal.benchmark import config_from_dict, plan_runs, prepare_benchmark, run_benchmark, run_one
 from matgl_cal.cli import main
-from matgl_cal.datasets import DataFile, DatasetInfo, register_dataset, unregister_dataset
-from test_benchmark import DATASET, _as_toml, _tiny_config, _write_gz, tiny_data  # noqa: F401 (tiny_data: fixture)
+from matgl_cal.datasets import unregister_dataset
+from test_benchmark import DATASET, _as_toml, _tiny_config, register_tiny_dataset, tiny_data  # noqa: F401 (tiny_data: fixture)
 
 #: A second tiny dataset whose fold file has the faulty folds the runner must reject.
 BAD = "tiny_bench_errors"
@@ -39,28 +39,13 @@ def bad_data(tmp_path_factory):
         {"id": i, "target": None if i >= 18 else y, "label": "Fm-3m", "nsites": len(s), "structure": s.as_dict()}
         for i, (s, y) in enumerate(zip(structures, targets, strict=True))
     ]
-    _write_gz(root / BAD / f"{BAD}.json.gz", {"meta": {}, "data": records})
     train = list(range(12))
     folds = {
         "train": {"0": train, "1": train, "2": train},
         "val": {"0": [12, 13, 14], "1": [12, 13, 14], "2": []},
         "test": {"0": [15, 16, 17], "1": [18, 19], "2": [15, 16, 17]},
     }
-    _write_gz(
-        root / BAD / f"{BAD}_ood_folds.json.gz",
-        {"meta": {"n_entries": 20}, "splits": {f"OFM_{BAD}_LOCO_target_clusters50": folds}},
-    )
-    register_dataset(
-        DatasetInfo(
-            name=BAD,
-            file=DataFile(f"{BAD}/{BAD}.json.gz"),
-            target="target",
-            id_field="id",
-            units={"target": "eV/atom"},
-            ood_folds=DataFile(f"{BAD}/{BAD}_ood_folds.json.gz"),
-        ),
-        overwrite=True,
-    )
+    register_tiny_dataset(root, BAD, records, folds)
     yield root
     unregister_dataset(BAD)
 
