@@ -470,8 +470,7 @@ def finetune_adversarial(
             _check_data(d, pretrained, potential, name)
     if distill is not None:
         distill = _structures_of(distill, "distill")
-        check_elements(LabelledData(structures=distill, energies=np.zeros(len(distill))),
-                       tuple((pretrained.model if potential else pretrained).element_types), name="distill")
+        check_elements(distill, tuple((pretrained.model if potential else pretrained).element_types), name="distill")
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))

@@ -683,11 +683,12 @@ def _is_structure_list(source: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def check_elements(data: LabelledData, element_types: Sequence[str], *, name: str = "structures") -> None:
+def check_elements(data: LabelledData | Sequence[Structure], element_types: Sequence[str], *,
+                   name: str = "structures") -> None:
     """Raise if any structure contains an element the model does not know.
 
     Args:
-        data: The labelled data.
+        data: The labelled data, or the structures alone.
         element_types: The model's element list (``model.element_types``).
         name: The argument ``data`` came from, named in the error (e.g. ``"target"``, ``"eval_source"``).
 
@@ -696,7 +697,8 @@ def check_elements(data: LabelledData, element_types: Sequence[str], *, name: st
     """
     known = set(element_types)
     offending: dict[str, list[int]] = {}
-    for i, s in enumerate(data.structures):
+    structures = data.structures if isinstance(data, LabelledData) else data
+    for i, s in enumerate(structures):
         for el in s.composition.get_el_amt_dict():
             if el not in known:
                 offending.setdefault(el, []).append(i)
