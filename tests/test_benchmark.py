@@ -748,6 +748,17 @@ def test_summarize_known_numbers():
     assert list(rows)[-1][0] == "random"  # the in-distribution control comes last
 
 
+def test_report_without_erm_says_where_the_baseline_is(tmp_path):
+    rdir = tmp_path / "records"
+    rdir.mkdir()
+    for r in _synthetic_records():
+        if r["method"] != "erm":
+            (rdir / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
+    text = make_report(rdir, tmp_path / "out").read_text()
+    assert "No ERM (baseline) records in this folder" in text and "compare_records.py" in text
+    assert "None" not in text and "| method | test MAE | Δ vs ERM |" in text
+
+
 def test_make_report_synthetic(tmp_path):
     rdir = tmp_path / "records"
     rdir.mkdir()

@@ -384,17 +384,24 @@ def make_report(
         )
     devices = sorted({str(r.get("device")) for r in records})
     lines += [f"Devices: {', '.join(devices)}.", "", "## Reproduce", "", "```bash", *commands, "```", ""]
+    label = base if base is not None else "ERM"
+    no_base = (
+        ["No ERM (baseline) records in this folder: pair its methods with another folder's ERM with "
+         "`python benchmarks/compare_records.py`.", ""] if base is None else []
+    )
     lines += [
         "## Test MAE per split family",
         "",
-        f"Δ vs {base}: mean over (fold, seed) pairs of (MAE − MAE_{base}) / MAE_{base}. "
-        f"p: two-sided paired test on the per-(fold, seed) test MAEs against {base}: Wilcoxon signed-rank "
+        *no_base,
+        f"Δ vs {label}: mean over (fold, seed) pairs of (MAE − MAE_{label}) / MAE_{label}. "
+        f"p: two-sided paired test on the per-(fold, seed) test MAEs against {label}: Wilcoxon signed-rank "
         f"when n ≥ {WILCOXON_MIN_N} pairs, paired t-test otherwise (column *test*). "
         "95 % interval: percentile bootstrap of the mean Δ that resamples whole folds with all their seeds "
         "(the seeds of a fold share its test set). "
         "ID MAE: the same method's test MAE on the in-distribution `random` split. "
         "OOD score: mean nearest-neighbour distance of test to train in composition features, relative "
-        "to a random split of the same sizes (1 = as close as a random split).",
+        "to a random split of the same sizes (1 = as close as a random split); where the records have it, the same "
+        "in the readout space of the first method's trained models.",
         "",
     ]
     figures = []
@@ -413,7 +420,7 @@ def make_report(
             f"Folds {', '.join(folds)}; seeds {', '.join(map(str, seeds))}; "
             f"OOD score {_fmt(ood[0] if ood else math.nan, 3)} (composition features){readout_note}.",
             "",
-            f"| method | test MAE | Δ vs {base} | p | test | 95 % interval of Δ (folds resampled) | ID MAE (random) "
+            f"| method | test MAE | Δ vs {label} | p | test | 95 % interval of Δ (folds resampled) | ID MAE (random) "
             "| runs | opt. steps | s/run |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
