@@ -377,7 +377,8 @@ def predict_encoded(model: nn.Module, encoded: EncodedGraphDataset, *, batch_siz
         )
     head = FrozenEncoderHead(model, check_frozen=False)
     was_training = model.training
-    device = next(model.parameters()).device
+    # the head's device: while a Lightning module trains it on a GPU, the encoder part of `model` stays on the CPU
+    device = next(head.parameters()).device
     model.eval()
     preds = []
     try:

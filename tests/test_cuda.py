@@ -43,6 +43,23 @@ def test_finetune_on_gpu_returns_cpu_model():
     assert next(result.model.parameters()).device.type == "cpu"
 
 
+def test_finetune_history_retention_on_gpu():
+    from test_finetune import _frozen_property_pretrained_and_target, energy_only
+
+    model, source, target = _frozen_property_pretrained_and_target()
+    settings = {"epochs": 2, "batch_size": 2, "lr": 1e-2, "val_fraction": 0.25, "progress": False}
+    on_gpu = finetune_adversarial(model, target, source=source, device="cuda:0", **settings)
+    on_cpu = finetune_adversarial(model, target, source=source, device="cpu", **settings)
+    assert on_gpu.settings["encoded_once"] and all("source_increase" in row for row in on_gpu.history)
+    for a, c in zip(on_gpu.history, on_cpu.history, strict=True):
+        assert a["source_increase"] == pytest.approx(c["source_increase"], rel=1e-2, abs=1e-3)  # float32 on two devices
+    torch.manual_seed(0)
+    pot = Potential(model=b.tiny_model("M3GNet", intensive=False))
+    result = finetune_adversarial(pot, energy_only(emt_atoms(8)), epochs=2, batch_size=2, device="cuda",
+                                  energy_offset=None, progress=False)
+    assert all(row["force_drift"] >= 0 for row in result.history)
+
+
 def _energies(potential, atoms_list):
     from matgl.ext.ase import Atoms2Graph
 
