@@ -65,11 +65,15 @@ def nan_targets_dropped():
 # ----------------------------------------------------------------------------- the runner's data checks
 
 
+#: The runner's error for fold "1", whose test ids all lack a target.
+EMPTY_TEST = (r"^split 'LOCO' fold '1': empty test part: its 2 test ids are not in the loaded dataset \(their targets "
+              r"are missing or non-numeric\)$")
+
+
 def test_empty_test_part_stops_the_benchmark_before_any_run(bad_data, tmp_path, nan_targets_dropped):
     cfg = _bad_config(bad_data, tmp_path, [0, 1])
     # fold 1's test ids are all dropped (no target): the runner names split, fold and the empty part
-    with pytest.raises(ValueError, match=r"^split 'LOCO' fold '1': empty test part: its 2 test ids are not in the loaded dataset \(their targets are "
-                       r"missing or non-numeric\)$"):
+    with pytest.raises(ValueError, match=EMPTY_TEST):
         run_benchmark(cfg)
     # every fold is checked before the first training run: fold 0, which is fine, was not trained either
     assert not (Path(cfg["output_dir"]) / "records").exists()
@@ -77,11 +81,9 @@ def test_empty_test_part_stops_the_benchmark_before_any_run(bad_data, tmp_path, 
 
 def test_empty_test_part_through_run_one_and_prepare(bad_data, tmp_path, nan_targets_dropped):
     cfg = _bad_config(bad_data, tmp_path, [1])
-    with pytest.raises(ValueError, match=r"^split 'LOCO' fold '1': empty test part: its 2 test ids are not in the loaded dataset \(their targets are "
-                       r"missing or non-numeric\)$"):
+    with pytest.raises(ValueError, match=EMPTY_TEST):
         run_one(cfg, "erm", "LOCO", 1, 0)
-    with pytest.raises(ValueError, match=r"^split 'LOCO' fold '1': empty test part: its 2 test ids are not in the loaded dataset \(their targets are "
-                       r"missing or non-numeric\)$"):
+    with pytest.raises(ValueError, match=EMPTY_TEST):
         prepare_benchmark(cfg)
 
 
