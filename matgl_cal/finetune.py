@@ -469,7 +469,7 @@ def finetune_adversarial(
         if d is not None:
             _check_data(d, pretrained, potential, name)
     if distill is not None:
-        distill = _structures_of(distill, "distill")
+        distill = _as_structures(distill, "distill")
         check_elements(distill, tuple((pretrained.model if potential else pretrained).element_types), name="distill")
 
     rng = np.random.default_rng(seed)
@@ -907,7 +907,7 @@ def _check_data(data: LabelledData, model: Any, potential: bool, name: str) -> N
     check_elements(data, tuple(bare.element_types), name=name)
 
 
-def _structures_of(items: Any, name: str) -> list[Structure]:
+def _as_structures(items: Any, name: str) -> list[Structure]:
     """``items`` (pymatgen ``Structure`` or ASE ``Atoms``) as a list of pymatgen structures."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
