@@ -405,11 +405,9 @@ def _add_evaluate(subparsers: Any) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from matgl_cal.finetune import evaluate
-    from matgl_cal.labelled import LabelledData, read_labelled
-    from matgl_cal.models import is_potential, load_pretrained
+    from matgl_cal.labelled import read_labelled
+    from matgl_cal.models import load_pretrained
 
     model = load_pretrained(args.model, models_dir=args.models_dir)
     try:
@@ -423,12 +421,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.reference:
         reference = load_pretrained(args.reference, models_dir=args.models_dir)
         structures = _structures_of(args.data) if data is None else data.structures
-        if is_potential(model):
-            probe = LabelledData(structures=structures, energies=np.zeros(len(structures)))  # labels unused
-        else:
-            probe = LabelledData(structures=structures, targets=np.zeros(len(structures)))
         rows += [(f"drift from reference: {k}", f"{v:.4g}")
-                 for k, v in evaluate(model, probe, reference=reference).items()]
+                 for k, v in evaluate(model, structures, reference=reference).items()]
     n = len(data) if data is not None else len(structures)
     print(f"{args.model} on {n} structures of {args.data}{'' if data is not None else ' (unlabelled)'}")
     print(_table(("metric", "value"), rows))

@@ -223,28 +223,36 @@ class _History(Callback):
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluate(model: Any, data: LabelledData, *, reference: Any = None) -> dict[str, float]:
+def evaluate(model: Any, data: LabelledData | Sequence[Structure], *, reference: Any = None) -> dict[str, float]:
     """Errors of ``model`` on labelled ``data``, or its deviation from ``reference`` when given.
 
     Potentials: ``energy_mae``/``energy_rmse`` in eV/atom, ``force_mae`` in eV/A (when forces are
     labelled, or always against a reference). Property models: ``mae``/``rmse`` in the target's units.
-    With ``reference`` the "labels" are the reference model's own predictions (drift / retention).
+    With ``reference`` the "labels" are the reference model's own predictions (drift / retention), so ``data``
+    may then be plain pymatgen structures.
     """
+    if isinstance(data, LabelledData):
+        structures = data.structures
+    elif reference is not None:
+        structures = list(data)
+    else:
+        raise TypeError(f"`data` must be LabelledData (see read_labelled) unless `reference` is given; got "
+                        f"{type(data).__name__}")
     if is_potential(model):
-        want_forces = data.forces is not None or reference is not None
-        e, f = predict_potential(model, data.structures, forces=want_forces)
+        want_forces = reference is not None or data.forces is not None
+        e, f = predict_potential(model, structures, forces=want_forces)
         if reference is not None:
-            e_ref, f_ref = predict_potential(reference, data.structures, forces=True)
+            e_ref, f_ref = predict_potential(reference, structures, forces=True)
         else:
             e_ref, f_ref = data.energies, data.forces
-        n = data.n_atoms
+        n = np.array([len(s) for s in structures], dtype=np.float64)
         err = (e - e_ref) / n
         out = {"energy_mae": float(np.mean(np.abs(err))), "energy_rmse": float(np.sqrt(np.mean(err**2)))}
         if want_forces and f_ref is not None:
             out["force_mae"] = float(np.mean(np.abs(np.concatenate(f) - np.concatenate(f_ref))))
         return out
-    pred = predict_property(model, data.structures)
-    ref = predict_property(reference, data.structures) if reference is not None else data.targets
+    pred = predict_property(model, structures)
+    ref = predict_property(reference, structures) if reference is not None else data.targets
     err = pred - ref
     return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
 

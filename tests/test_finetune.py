@@ -705,6 +705,16 @@ def test_loss_sets_the_training_objective():
         finetune_adversarial(model, target, loss="mae", **settings)
 
 
+def test_evaluate_against_a_reference_needs_structures_only(tiny_potential):
+    pot, _ = tiny_potential
+    structures = rattled(read_labelled(emt_atoms(3, seed=4)).structures, seed=2)
+    other = b.pretrained_potential(steps=2)
+    labelled = LabelledData(structures=structures, energies=np.zeros(3))  # labels ignored against a reference
+    assert evaluate(other, structures, reference=pot) == evaluate(other, labelled, reference=pot)
+    with pytest.raises(TypeError, match="`data` must be LabelledData .* unless `reference` is given; got list"):
+        evaluate(other, structures)
+
+
 def test_history_records_retention_every_epoch():
     model, source, target = _property_pretrained_and_target()
     settings = {**FAST, "epochs": 3, "lr": 1e-2, "val_fraction": 0.0, "wise_ft": False, "l2sp": 0.0,
