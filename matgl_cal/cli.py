@@ -481,7 +481,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     run_benchmark(config, overwrite=args.overwrite, shard=shard)
     out = Path(config.output_dir)
     if shard is not None:
-        print(f"shard {shard[0]}/{shard[1]} done; once every shard has finished: mgl-cal report {out / 'records'} {out}")
+        print(f"shard {shard[0]}/{shard[1]} done; once every shard has finished: mgl-cal report {out / 'records'} {out} "
+              f"--command 'mgl-cal benchmark {args.config} --shard I/{shard[1]}'")
         return 0
     report = make_report(out / "records", out, commands=[f"mgl-cal benchmark {args.config}"])
     print(f"report: {report}")
@@ -497,13 +498,19 @@ def _add_report(subparsers: Any) -> None:
     p.add_argument("records", help="folder of JSON records")
     p.add_argument("out", help="output folder for RESULTS_<name>.md and the figures")
     p.add_argument("--baseline", default=None, help="method the others are compared with (default: erm)")
+    p.add_argument(
+        "--command", action="append", default=[], metavar="TEXT",
+        help="a command line that produced the records, listed under 'Reproduce' before this report call "
+             "(repeatable; e.g. the `mgl-cal benchmark CONFIG --shard I/N` calls of a sharded run)",
+    )
     p.set_defaults(func=_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from matgl_cal.benchmark import make_report
 
-    report = make_report(args.records, args.out, baseline=args.baseline, commands=[f"mgl-cal report {args.records} {args.out}"])
+    commands = [*args.command, f"mgl-cal report {args.records} {args.out}"]
+    report = make_report(args.records, args.out, baseline=args.baseline, commands=commands)
     print(f"report: {report}")
     return 0
 

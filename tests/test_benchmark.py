@@ -592,7 +592,7 @@ def test_prepared_shards_reproduce_the_unsharded_run(tiny_data, tiny_run, tmp_pa
     toml = tmp_path / "tiny.toml"
     toml.write_text(_as_toml(raw))
     assert main(["benchmark", str(toml), "--shard", "1/2"]) == 0  # fold 1, through the CLI
-    assert "mgl-cal report" in capsys.readouterr().out
+    assert "--command 'mgl-cal benchmark" in capsys.readouterr().out  # the report call to make, with its --command
     assert not list(Path(raw["output_dir"]).glob("RESULTS_*.md"))  # the report waits for all shards
     paths = run_benchmark(cfg, shard="0/2")  # fold 0
     assert [p.name for p in paths] == ["erm__LOCO__0__0.json", "cal__LOCO__0__0.json"]

@@ -90,6 +90,10 @@ def test_report_command(tmp_path, capsys):
     assert main(["report", str(records), str(tmp_path / "out")]) == 0
     assert "RESULTS_synth.md" in capsys.readouterr().out
     assert "mgl-cal report" in (tmp_path / "out" / "RESULTS_synth.md").read_text()
+    # the commands that made the records come first, then the report call
+    assert main(["report", str(records), str(tmp_path / "out2"), "--command", "mgl-cal benchmark c.toml --shard I/2"]) == 0
+    md = (tmp_path / "out2" / "RESULTS_synth.md").read_text()
+    assert md.index("mgl-cal benchmark c.toml --shard I/2") < md.index("mgl-cal report")
 
 
 def test_benchmark_dry_run_and_bad_config(tmp_path, capsys):
