@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export is not None:
         return export(args.export, target=target, test=test, distill=matgl_cal.rattled(mp[20:], seed=2),
                       retention=matgl_cal.rattled(mp[:20], seed=1))
-    retention = matgl_cal.LabelledData(structures=matgl_cal.rattled(mp[:20], seed=1), energies=np.zeros(20))
+    retention = matgl_cal.rattled(mp[:20], seed=1)  # unlabelled: evaluate() compares with the pretrained model
 
     t0 = time.perf_counter()
     result = matgl_cal.finetune_adversarial(
