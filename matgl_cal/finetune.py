@@ -229,12 +229,12 @@ def evaluate(model: Any, data: LabelledData | Sequence[Structure], *, reference:
     Potentials: ``energy_mae``/``energy_rmse`` in eV/atom, ``force_mae`` in eV/A (when forces are
     labelled, or always against a reference). Property models: ``mae``/``rmse`` in the target's units.
     With ``reference`` the "labels" are the reference model's own predictions (drift / retention), so ``data``
-    may then be plain pymatgen structures.
+    may then be plain pymatgen structures or ASE Atoms.
     """
     if isinstance(data, LabelledData):
         structures = data.structures
     elif reference is not None:
-        structures = list(data)
+        structures = _as_structures(data, "data")
     else:
         raise TypeError(f"`data` must be LabelledData (see read_labelled) unless `reference` is given; got "
                         f"{type(data).__name__}")
@@ -917,6 +917,7 @@ def _check_data(data: LabelledData, model: Any, potential: bool, name: str) -> N
 
 def _as_structures(items: Any, name: str) -> list[Structure]:
     """``items`` (pymatgen ``Structure`` or ASE ``Atoms``) as a list of pymatgen structures."""
+    from ase import Atoms
     from pymatgen.io.ase import AseAtomsAdaptor
 
     if isinstance(items, (str, os.PathLike, Structure)) or not isinstance(items, Sequence):
@@ -926,7 +927,7 @@ def _as_structures(items: Any, name: str) -> list[Structure]:
     for i, item in enumerate(items):
         if isinstance(item, Structure):
             out.append(item)
-        elif type(item).__name__ == "Atoms" and hasattr(item, "get_positions"):
+        elif isinstance(item, Atoms):  # subclasses too (pymatgen's MSONAtoms)
             out.append(AseAtomsAdaptor.get_structure(item))
         else:
             raise TypeError(f"`{name}` must hold pymatgen Structure or ASE Atoms objects; item {i} is a "

@@ -711,6 +711,10 @@ def test_evaluate_against_a_reference_needs_structures_only(tiny_potential):
     other = b.pretrained_potential(steps=2)
     labelled = LabelledData(structures=structures, energies=np.zeros(3))  # labels ignored against a reference
     assert evaluate(other, structures, reference=pot) == evaluate(other, labelled, reference=pot)
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = [AseAtomsAdaptor.get_atoms(s) for s in structures]  # ASE Atoms go through the same conversion
+    assert evaluate(other, atoms, reference=pot) == pytest.approx(evaluate(other, structures, reference=pot))
     with pytest.raises(TypeError, match="`data` must be LabelledData .* unless `reference` is given; got list"):
         evaluate(other, structures)
 
