@@ -853,6 +853,29 @@ def test_compare_records_script_pairs_arms_across_folders(capsys):
         mod.main([longer, f"{base}:nope"])
 
 
+def test_compare_records_pools_folders_as_one(tmp_path, capsys):
+    """``DIR_A,DIR_B:METHOD`` gives the same row as one folder holding both folders' runs; a run in both is an error."""
+    mod = _benchmark_script("compare_records")
+    whole, first, second = (tmp_path / n for n in ("whole", "first", "second"))
+    for r in _synthetic_records():
+        name = f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json"
+        for folder in (whole, first if r["fold"] in ("0", "1") else second):
+            folder.mkdir(exist_ok=True)
+            (folder / name).write_text(json.dumps(r))
+    assert mod.main(["--split", "LOCO", f"{whole}:cal", f"{whole}:erm"]) == 0
+    one = capsys.readouterr().out.splitlines()[2]
+    assert mod.main(["--split", "LOCO", f"{first},{second}:cal", f"{first},{second}:erm"]) == 0
+    pooled = capsys.readouterr().out.splitlines()[2]
+    assert pooled.startswith("| first+second:cal vs first+second:erm |")
+    assert pooled.split("|")[2:] == one.split("|")[2:] and "(3 folds)" in pooled and "n=6" in pooled
+    assert mod.main(["--split", "LOCO", f"{first}:cal", f"{first}:erm"]) == 0
+    assert "n=4" in capsys.readouterr().out  # one folder alone: folds 0-1 only
+    with pytest.raises(SystemExit, match=r"in more than one of the folders"):
+        mod.main([f"{whole},{first}:cal", f"{whole}:erm"])
+    with pytest.raises(SystemExit, match=r"arm must be RECORDS_DIR:METHOD"):
+        mod.main([f"{first},:cal", f"{whole}:erm"])
+
+
 def test_round12_frozen_encoder_rows_reproduce(capsys):
     """The round 12 rows of RESULTS.md come from the committed records: the frozen encoder against training
     from scratch, and CAL against ERM on the frozen encoder."""
