@@ -9,7 +9,8 @@ a 95 % bootstrap interval of the mean change that resamples whole folds with all
 independent pairs, which the Wilcoxon test over all runs assumes).
 
 Arms are ``RECORDS_DIR:METHOD``; ``DIR_A,DIR_B:METHOD`` pools the runs of several folders made with the same
-settings (e.g. more folds of a family run by a second config), and a run found in two of them is an error. Run (RESULTS.md section 6, round 7):
+settings (e.g. more folds of a family run by a second config), and a run found in two of them is an error.
+Run (RESULTS.md section 6, round 7):
 
     python benchmarks/compare_records.py \\
         benchmarks/results/log_gvrh_cpu_loco10_erm14/records:erm \\
@@ -39,21 +40,22 @@ def config_label(records_dir: str) -> str:
 
 
 def _arm(spec: str, split: str | None = None) -> tuple[str, dict[tuple[str, str, int], float]]:
-    folders, sep, method = spec.rpartition(":")
-    if not sep or not folders or not method or "" in folders.split(","):
+    joined, sep, method = spec.rpartition(":")
+    folders = joined.split(",")
+    if not sep or not joined or not method or "" in folders:
         raise SystemExit(f"arm must be RECORDS_DIR:METHOD or RECORDS_DIR,RECORDS_DIR...:METHOD, got {spec!r}")
     maes: dict[tuple[str, str, int], float] = {}
-    for folder in folders.split(","):
+    for folder in folders:
         for r in load_records(folder):
             if r["method"] != method or split not in (None, r["split"]):
                 continue
             key = (r["split"], str(r["fold"]), int(r["seed"]))
             if key in maes:
-                raise SystemExit(f"run {key} of method {method!r} is in more than one of the folders {folders!r}")
+                raise SystemExit(f"run {key} of method {method!r} is in more than one of the folders {joined!r}")
             maes[key] = float(r["metrics"]["test"]["mae"])
     if not maes:
-        raise SystemExit(f"no records of method {method!r} in {folders}" + (f" on split {split!r}" if split else ""))
-    return "+".join(config_label(f) for f in folders.split(",")) + f":{method}", maes
+        raise SystemExit(f"no records of method {method!r} in {joined}" + (f" on split {split!r}" if split else ""))
+    return "+".join(config_label(f) for f in folders) + f":{method}", maes
 
 
 def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:
@@ -74,7 +76,8 @@ def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("arms", nargs="+", help="RECORDS_DIR:METHOD (or DIR,DIR...:METHOD to pool folders), at least two")
+    parser.add_argument("arms", nargs="+",
+                        help="RECORDS_DIR:METHOD (or DIR,DIR...:METHOD to pool folders), at least two")
     parser.add_argument("--split", default=None, help="only runs of this split family (default: every family)")
     args = parser.parse_args(argv)
     if len(args.arms) < 2:
