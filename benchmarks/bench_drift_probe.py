@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--picks", type=Path, default=None,
                         help="bench_finetune results whose --picks-method records give the validation picks")
     parser.add_argument("--picks-method", default=None,
-                        help="records of the default call made with the old probe (default: <method>+defaults-probe0.05)")
+                        help="records of the default call made with the old probe "
+                        "(default: <method>+defaults-probe0.05)")
     args = parser.parse_args(argv)
     rows = curves(args)
     picks: dict[tuple[int, int], float] = {}

@@ -15,9 +15,10 @@ Methods (same data, splits, seeds and budget for each):
   finetune+anchor / cal+anchor: +af plus force anchoring (``anchor_forces``: the pretrained model's own
   forces on every training structure as force labels, weight ``--anchor-forces``);
   cal+anchor-nodistill: cal+anchor without distillation structures (L2-SP, WiSE-FT, anchoring on the target only);
-  finetune+anchor+bound / cal+anchor+bound / finetune+af+bound / cal+af+bound: the same with ``max_force_drift=--max-force-drift``
-  (WiSE-FT may only pick mixing coefficients whose force drift on the 60 distillation structures stays
-  within it; the retention set is 30 other structures, so the bound is checked on data it never saw);
+  finetune+anchor+bound / cal+anchor+bound / finetune+af+bound / cal+af+bound: the same with
+  ``max_force_drift=--max-force-drift`` (WiSE-FT may only pick mixing coefficients whose force drift on the
+  60 distillation structures stays within it; the retention set is 30 other structures, so the bound is
+  checked on data it never saw);
   cal+defaults: a bare ``finetune_adversarial(model, target)`` call, i.e. the library's defaults (L2-SP 10,
   WiSE-FT, 0.02 eV/A drift bound probed on the target structures rattled by 0.1 A, no distillation) with the
   same budget; finetune+defaults: the same call with ``adversarial=False`` (conventional fine-tuning with the
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anchor-forces", type=float, default=100.0,
                         help="force-anchoring weight of the +anchor methods")
     parser.add_argument("--replay-ratio", type=float, default=1.0,
-                        help="distillation structures per fit structure of the +af/+anchor methods (capped by the 60 available)")
+                        help="distillation structures per fit structure of the +af/+anchor methods "
+                        "(capped by the 60 available)")
     parser.add_argument("--max-force-drift", type=float, default=0.02,
                         help="force-drift bound (eV/A) of the +bound methods, checked on the distillation structures")
     parser.add_argument("--json", type=Path, default=None, help="append-safe results file (resumable)")

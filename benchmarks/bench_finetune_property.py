@@ -21,7 +21,8 @@ regime of fixed descriptors and a trained MLP.
 
 Run: ``python benchmarks/bench_finetune_property.py --json out.json``; prints two markdown tables: target MAE and
 source change (mean and worst run) per method, and the paired changes of each CAL arm against its conventional
-twin and of every arm against zero-shot (with 5 or more folds, a 95 % interval that resamples whole folds). A rerun with every run recorded in ``--json`` only prints them.
+twin and of every arm against zero-shot (with 5 or more folds, a 95 % interval that resamples whole folds). A
+rerun with every run recorded in ``--json`` only prints them.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="bare calls (+defaults) and bounded arms: check the source bound on this upper bootstrap "
                         "quantile of the source change (finetune_adversarial's source_confidence; default: off)")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--png", type=Path, default=None, help="also write the figure (target MAE and source change vs n)")
+    parser.add_argument("--png", type=Path, default=None,
+                        help="also write the figure (target MAE and source change vs n)")
     args = parser.parse_args(argv)
 
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
@@ -211,7 +213,8 @@ def _mae_function(pretrained, *, frozen: bool):
 
     def mae(model, data: LabelledData) -> float:
         if id(data) not in encoded:
-            graphs = to_mgl_dataset(data, element_types=tuple(pretrained.element_types), cutoff=float(pretrained.cutoff))
+            graphs = to_mgl_dataset(data, element_types=tuple(pretrained.element_types),
+                                    cutoff=float(pretrained.cutoff))
             encoded[id(data)] = (data, encode_graphs(pretrained, graphs))
         pred = predict_encoded(model, encoded[id(data)][1]).numpy()
         return float(np.mean(np.abs(pred - np.asarray(data.targets, dtype=np.float64))))

@@ -7,10 +7,11 @@ process and prints:
 * ``epoch_ratio``: mean CAL epoch time (after warm-up) / mean ERM epoch time;
 * ``adv_step_vs_floor``: measured time of one adversarial step / ((K + T + 1) x one plain
   forward+backward on the same batch), i.e. how much the implementation wastes over the floor;
-* ``cost_update_peak_ratio``: peak memory (the callback's default ``adversarial_loss``, energy term for potentials) of the model step that carries the cost update (forward,
-  ``v = dR/dtheta_s``, ``dL/dtheta_s`` with graph, the Hessian-vector product, backward) / peak memory of a
-  plain ERM forward+backward on the same batch. Measured with CUDA's allocator on a GPU, with the
-  torch profiler's CPU allocation events on a CPU.
+* ``cost_update_peak_ratio``: peak memory (the callback's default ``adversarial_loss``, energy term for
+  potentials) of the model step that carries the cost update (forward, ``v = dR/dtheta_s``, ``dL/dtheta_s``
+  with graph, the Hessian-vector product, backward) / peak memory of a plain ERM forward+backward on the
+  same batch. Measured with CUDA's allocator on a GPU, with the torch profiler's CPU allocation events on
+  a CPU.
 
 Run: ``python benchmarks/bench_hook.py [--device cpu|cuda] [--json out.json]`` (about 2 minutes on 2 CPU cores).
 """

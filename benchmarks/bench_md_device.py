@@ -67,7 +67,8 @@ def main() -> None:
         runs = {d: _run(calculators[d], d, reps, args.steps) for d in devices}
         de = max(abs(r["e0"] - runs["cpu"]["e0"]) for r in runs.values())
         df = max(float(np.abs(r["f0"] - runs["cpu"]["f0"]).max()) for r in runs.values())
-        row = {"n_atoms": runs["cpu"]["n_atoms"], "steps": args.steps, "max_energy_diff_eV": de, "max_force_diff_eV_A": df}
+        row = {"n_atoms": runs["cpu"]["n_atoms"], "steps": args.steps, "max_energy_diff_eV": de,
+               "max_force_diff_eV_A": df}
         row.update({f"{d}_steps_per_s": r["steps_per_s"] for d, r in runs.items()})
         rows.append(row)
         rates = " | ".join(f"{runs[d]['steps_per_s']:.1f}" for d in devices)

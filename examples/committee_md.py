@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.n_target, args.epochs, args.steps = 10, 1, 5
 
-    records = json.load(gzip.open(args.data_dir / "matcalc_benchmark_data" / "wbm-random-pbe52-equilibrium-2025.1.json.gz"))
+    records = json.load(gzip.open(
+        args.data_dir / "matcalc_benchmark_data" / "wbm-random-pbe52-equilibrium-2025.1.json.gz"))
     records = [r for r in records if len(r["structure"]["sites"]) <= 12]
     rng = np.random.default_rng(0)
     pick = rng.permutation(len(records))[: args.n_target + 1]

@@ -242,7 +242,8 @@ class AdversarialAugmentation(Callback):
         if adversarial_pool is not None:
             pool = [int(i) for i in adversarial_pool]
             if not pool or min(pool) < 0:
-                raise ValueError(f"adversarial_pool must be a non-empty list of dataset indices >= 0, got {pool[:5]}...")
+                raise ValueError("adversarial_pool must be a non-empty list of dataset indices >= 0, "
+                                 f"got {pool[:5]}...")
             self.adversarial_pool: torch.Tensor | None = torch.tensor(pool, dtype=torch.long)
         else:
             self.adversarial_pool = None
@@ -429,7 +430,8 @@ class AdversarialAugmentation(Callback):
         return self._task.split(batch)
 
     def _rank(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loader: Any) -> torch.Tensor:
-        """Candidate indices (the adversarial pool, else all training samples), hardest first; identical on every process."""
+        """Candidate indices (the adversarial pool, else all training samples), hardest first; identical on
+        every process."""
         n = len(loader.dataset)
         world, rank = trainer.world_size, trainer.global_rank
         candidates = list(range(n)) if self.adversarial_pool is None else self.adversarial_pool.tolist()

@@ -481,7 +481,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     run_benchmark(config, overwrite=args.overwrite, shard=shard)
     out = Path(config.output_dir)
     if shard is not None:
-        print(f"shard {shard[0]}/{shard[1]} done; once every shard has finished: mgl-cal report {out / 'records'} {out} "
+        print(f"shard {shard[0]}/{shard[1]} done; once every shard has finished: "
+              f"mgl-cal report {out / 'records'} {out} "
               f"--command 'mgl-cal benchmark {args.config} --shard I/{shard[1]}'")
         return 0
     report = make_report(out / "records", out, commands=[f"mgl-cal benchmark {args.config}"])

@@ -334,7 +334,8 @@ def encode_graphs(
                     states.append(torch.as_tensor(state).cpu())
                     for k in labels:
                         value = lab[k]
-                        labels[k].append(float(value) if isinstance(value, torch.Tensor) and value.dim() == 0 else value)
+                        labels[k].append(
+                            float(value) if isinstance(value, torch.Tensor) and value.dim() == 0 else value)
     finally:
         handle.remove()
         model.to(original_device).train(was_training)

@@ -413,10 +413,10 @@ def finetune_adversarial(
             force MAE against the pretrained model's own forces on probe structures (``distill`` if given,
             else the source structures, else copies of the target structures rattled by
             :data:`PROBE_RATTLE` = 0.1 A: relaxed targets have near-zero forces, which would hide the drift
-            that matters in MD). WiSE-FT then only
-            considers mixing coefficients below the first one that exceeds it (``a = 0`` is the pretrained
-            network, drift 0, so one always qualifies) and picks the best of those on the validation part (the largest one when there
-            is none). The result's ``force_drift`` reports the final model's drift on the probe. None: no limit.
+            that matters in MD). WiSE-FT then only considers mixing coefficients below the first one that
+            exceeds it (``a = 0`` is the pretrained network, drift 0, so one always qualifies) and picks the best
+            of those on the validation part (the largest one when there is none). The result's ``force_drift``
+            reports the final model's drift on the probe. None: no limit.
             ``"auto"`` (default): 0.02 eV/A for potentials with ``wise_ft``, else None.
         max_source_increase: With ``wise_ft`` and labelled ``source`` data: the largest relative increase of the
             error (energy MAE per atom for potentials, MAE for property models) on the source structures that
@@ -590,7 +590,8 @@ def finetune_adversarial(
 
 
 _SETTING_NAMES = (
-    "adversarial", "epochs", "batch_size", "lr", "loss", "energy_weight", "force_weight", "stress_weight", "energy_offset",
+    "adversarial", "epochs", "batch_size", "lr", "loss", "energy_weight", "force_weight", "stress_weight",
+    "energy_offset",
     "replay_ratio", "anchor_forces", "l2sp", "wise_ft", "max_force_drift", "max_source_increase",
     "source_confidence", "freeze",
     "val_fraction", "early_stopping_patience", "cal_kwargs", "n_models", "seed", "stress_unit",
@@ -636,7 +637,8 @@ def _fit_member(
     start: Any, graphs: _Graphs, val_data: LabelledData | None, *,
     potential: bool, adversarial: bool, epochs: int, batch_size: int, lr: float, loss: str, weights: dict[str, float],
     l2sp: float, wise_ft: bool, guards: Sequence[_DriftProbe | _SourceProbe], val_scorer: _Scorer | None,
-    freeze: Sequence[str] | None, patience: int | None, cal_kwargs: dict[str, Any], seed: int, device: str, progress: bool,
+    freeze: Sequence[str] | None, patience: int | None, cal_kwargs: dict[str, Any], seed: int, device: str,
+    progress: bool,
     retention: dict[str, Callable[[Any], float]] | None = None,
 ) -> tuple[Any, list[dict[str, float]], float]:
     L.seed_everything(seed, workers=True, verbose=False)

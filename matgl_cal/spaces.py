@@ -253,7 +253,8 @@ class StrainSpace(PerturbationSpace):
         return _reads_structure(model)
 
     def describe_support(self) -> str:  # noqa: D102
-        return "supported: every MatGL model built from frac_coords and the lattice (not a head on stored encoder features)"
+        return ("supported: every MatGL model built from frac_coords and the lattice "
+                "(not a head on stored encoder features)")
 
     @contextlib.contextmanager
     def inject(self, model: nn.Module, g: Any, lat: torch.Tensor, delta: DeltaFn) -> Iterator[tuple[Any, torch.Tensor]]:  # noqa: D102

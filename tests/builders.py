@@ -30,7 +30,9 @@ def property_structures(n: int = 12, seed: int = 0) -> tuple[list[Structure], li
     return structures, targets
 
 
-def emt_structures(n: int = 6, seed: int = 0) -> tuple[list[Structure], list[float], list[np.ndarray], list[np.ndarray]]:
+def emt_structures(
+    n: int = 6, seed: int = 0,
+) -> tuple[list[Structure], list[float], list[np.ndarray], list[np.ndarray]]:
     """Rattled fcc Cu/Ni/Al cells labelled with ASE's EMT: energies (eV), forces (eV/A), stresses (GPa)."""
     rng = np.random.default_rng(seed)
     structures, energies, forces, stresses = [], [], [], []

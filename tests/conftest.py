@@ -30,3 +30,11 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared not found at {SHARED}: the real data and pretrained model are not available")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """The tiny benchmark dataset of ``test_benchmark.tiny_dataset``, registered for the module's tests."""
+    from test_benchmark import tiny_dataset
+
+    yield from tiny_dataset(tmp_path_factory)

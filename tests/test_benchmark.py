@@ -79,7 +79,8 @@ def test_config_overrides_and_custom_method():
     assert cfg.method("big").kwargs["max_perturbation"] == 2.0 and cfg.method("big").preset == "cal"
     assert cfg.method("mine").preset is None and dict(cfg.method("mine").kwargs) == {"environments": "chemsys"}
     # TOML has no null: hardness = "none" draws the extra batches at random (the control of the hardness ranking)
-    rnd = config_from_dict(_base_config(methods={"random_steps": {"preset": "extra_steps_control", "hardness": "none"}}))
+    rnd = config_from_dict(
+        _base_config(methods={"random_steps": {"preset": "extra_steps_control", "hardness": "none"}}))
     kw = rnd.method("random_steps").kwargs
     assert kw["hardness"] is None and kw["perturb"] is False and kw["adversarial_batches"] == 3
     from matgl_cal.benchmark import make_callback
@@ -152,12 +153,32 @@ def test_toml_and_yaml_files(tmp_path):
             ValueError,
             r"splits\[0\].folds of family 'property_range' must list its keys",
         ),
-        ({"splits": [{"family": "property_range", "folds": ["up"]}]}, ValueError, r"are sides 'top' / 'bottom', got 'up'"),
-        ({"splits": [{"family": "property_range", "folds": ["top"], "q": 1.5}]}, ValueError, r"splits\[0\].q must lie in"),
+        (
+            {"splits": [{"family": "property_range", "folds": ["up"]}]},
+            ValueError,
+            r"are sides 'top' / 'bottom', got 'up'",
+        ),
+        (
+            {"splits": [{"family": "property_range", "folds": ["top"], "q": 1.5}]},
+            ValueError,
+            r"splits\[0\].q must lie in",
+        ),
         ({"splits": [{"family": "chemistry", "folds": ["Xx"]}]}, ValueError, r"element symbols such as 'O', got 'Xx'"),
-        ({"splits": [{"family": "cluster", "folds": 4, "n_clusters": 3}]}, ValueError, r"cluster labels 0 .. 2 \(n_clusters = 3\), got '3'"),
-        ({"splits": [{"family": "LOCO", "folds": 2, "q": 0.2}]}, ValueError, r"q applies to family 'property_range' only"),
-        ({"splits": [{"family": "chemistry", "folds": ["O"], "n_clusters": 4}]}, ValueError, r"n_clusters applies to family 'cluster' only"),
+        (
+            {"splits": [{"family": "cluster", "folds": 4, "n_clusters": 3}]},
+            ValueError,
+            r"cluster labels 0 .. 2 \(n_clusters = 3\), got '3'",
+        ),
+        (
+            {"splits": [{"family": "LOCO", "folds": 2, "q": 0.2}]},
+            ValueError,
+            r"q applies to family 'property_range' only",
+        ),
+        (
+            {"splits": [{"family": "chemistry", "folds": ["O"], "n_clusters": 4}]},
+            ValueError,
+            r"n_clusters applies to family 'cluster' only",
+        ),
         ({"training": {"epochs": 0}}, ValueError, r"training.epochs must be >= 1, got 0"),
         (
             {"training": {"select": "best"}},
@@ -165,11 +186,16 @@ def test_toml_and_yaml_files(tmp_path):
             r"training.select must be one of \['best_val', 'last'\], got 'best'",
         ),
         ({"training": {"max_train": "400"}}, TypeError, r"training.max_train must be an int or absent, got str"),
-        ({"model": {"family": "SchNet"}}, ValueError, r"model.family must be one of \['M3GNet', 'MEGNet', 'TensorNet'\]"),
+        (
+            {"model": {"family": "SchNet"}},
+            ValueError,
+            r"model.family must be one of \['M3GNet', 'MEGNet', 'TensorNet'\]",
+        ),
         (
             {"model": {"pretrained": "M3GNet-PES-MatPES-PBE-2025.2", "units": 64}},
             ValueError,
-            r"model.pretrained = 'M3GNet-PES-MatPES-PBE-2025.2' sets the architecture; leave out model keys \['units'\]",
+            r"model.pretrained = 'M3GNet-PES-MatPES-PBE-2025.2' sets the architecture; "
+            r"leave out model keys \['units'\]",
         ),
         ({"model": {"freeze_encoder": False}}, ValueError, r"model.freeze_encoder needs model.pretrained"),
         (
@@ -211,9 +237,9 @@ def _write_gz(path: Path, obj) -> None:
         json.dump(obj, fh)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A 20-structure dataset with one OOD family (2 folds) in the shared layout, registered under DATASET."""
+def tiny_dataset(tmp_path_factory):
+    """A 20-structure dataset with one OOD family (2 folds) in the shared layout, registered under DATASET while
+    the generator is open; the body of the module-scoped ``tiny_data`` fixture in conftest.py."""
     root = tmp_path_factory.mktemp("tinydata")
     structures, targets = b.property_structures(20, seed=1)
     records = [
@@ -597,7 +623,8 @@ def test_prepared_shards_reproduce_the_unsharded_run(tiny_data, tiny_run, tmp_pa
     paths = run_benchmark(cfg, shard="0/2")  # fold 0
     assert [p.name for p in paths] == ["erm__LOCO__0__0.json", "cal__LOCO__0__0.json"]
     records = sorted(p.name for p in (Path(raw["output_dir"]) / "records").iterdir())
-    assert records == sorted(["erm__LOCO__0__0.json", "cal__LOCO__0__0.json", "erm__LOCO__1__0.json", "cal__LOCO__1__0.json"])
+    assert records == sorted(
+        ["erm__LOCO__0__0.json", "cal__LOCO__0__0.json", "erm__LOCO__1__0.json", "cal__LOCO__1__0.json"])
     for p in paths:  # the same runs as the unsharded benchmark of fold 0, to the last digit
         got = json.loads(p.read_text())
         assert got["metrics"] == ref[p.name]["metrics"]
@@ -930,7 +957,8 @@ def test_fold_intervals_script_reproduces_results_md(capsys):
 
 
 def test_selection_bias_script_reproduces_results_md(capsys):
-    """benchmarks/selection_bias.py on the committed round-9 records: the validation gain is at the selected epoch only."""
+    """benchmarks/selection_bias.py on the committed round-9 records: the validation gain is at the selected
+    epoch only."""
     mod = _benchmark_script("selection_bias")
     records = REPO / "benchmarks" / "results" / "dielectric_cpu_loco10_e30" / "records"
     assert mod.main([str(records)]) == 0
@@ -946,7 +974,8 @@ def test_selection_bias_script_reproduces_results_md(capsys):
 
 
 def test_finetune_property_paired_table_reproduces_results_md():
-    """The paired rows of benchmarks/bench_finetune_property.py on the committed dielectric records (RESULTS.md s. 3)."""
+    """The paired rows of benchmarks/bench_finetune_property.py on the committed dielectric records
+    (RESULTS.md s. 3)."""
     mod = _benchmark_script("bench_finetune_property")
     results = json.loads((REPO / "benchmarks" / "results" / "finetune_property" / "results.json").read_text())
     rows = mod.paired_table(results).splitlines()

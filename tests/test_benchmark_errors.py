@@ -22,7 +22,7 @@ import matgl_cal.benchmark._runner as runner_mod
 from matgl_cal.benchmark import config_from_dict, plan_runs, prepare_benchmark, run_benchmark, run_one
 from matgl_cal.cli import main
 from matgl_cal.datasets import unregister_dataset
-from test_benchmark import DATASET, _as_toml, _tiny_config, register_tiny_dataset, tiny_data  # noqa: F401 (tiny_data: fixture)
+from test_benchmark import DATASET, _as_toml, _tiny_config, register_tiny_dataset
 
 #: A second tiny dataset whose fold file has the faulty folds the runner must reject.
 BAD = "tiny_bench_errors"

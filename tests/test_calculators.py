@@ -140,7 +140,8 @@ def test_resolve_device_and_device_argument() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match=r"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device; got 'gpux'"):
+    with pytest.raises(ValueError,
+                       match=r"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device; got 'gpux'"):
         resolve_device("gpux")
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     with pytest.raises(ValueError, match=rf"`device` is 'cuda:{n}' but this machine has {n} CUDA device"):

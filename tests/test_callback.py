@@ -97,7 +97,8 @@ def test_cal_changes_training_and_control_arm_keeps_costs():
     cal, _ = fit_losses([cal_cb])
     ctrl_cb = AdversarialAugmentation(warmup_epochs=1, adversarial_batches=2, perturb=False)
     ctrl, _ = fit_losses([ctrl_cb])
-    assert erm[:3] == pytest.approx(cal[:3], rel=1e-5) and erm[:3] == pytest.approx(ctrl[:3], rel=1e-5)  # warm-up epoch is ERM
+    # warm-up epoch is ERM
+    assert erm[:3] == pytest.approx(cal[:3], rel=1e-5) and erm[:3] == pytest.approx(ctrl[:3], rel=1e-5)
     assert cal[3:] != pytest.approx(erm[3:])
     assert ctrl[3:] != pytest.approx(erm[3:])  # the extra steps alone change training
     assert cal_cb.adversarial_steps_done == ctrl_cb.adversarial_steps_done == 4

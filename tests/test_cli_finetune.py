@@ -36,7 +36,8 @@ def test_finetune_then_evaluate(files, capsys):
     text = capsys.readouterr().out
     assert code == 0
     assert json.loads((out / "result.json").read_text())["settings"]["loss"] == "huber_loss"
-    assert "targeted CAL" in text and "| eval_target_energy_mae |" in text and "retention: drift from pretrained" in text
+    assert "targeted CAL" in text and "| eval_target_energy_mae |" in text
+    assert "retention: drift from pretrained" in text
     assert (out / "model" / "model.json").is_file()
     code = main(["evaluate", "--model", str(out / "model"), "--data", str(files / "heldout.extxyz"),
                  "--reference", str(files / "pot")])
@@ -91,7 +92,8 @@ def test_report_command(tmp_path, capsys):
     assert "RESULTS_synth.md" in capsys.readouterr().out
     assert "mgl-cal report" in (tmp_path / "out" / "RESULTS_synth.md").read_text()
     # the commands that made the records come first, then the report call
-    assert main(["report", str(records), str(tmp_path / "out2"), "--command", "mgl-cal benchmark c.toml --shard I/2"]) == 0
+    assert main(["report", str(records), str(tmp_path / "out2"),
+                 "--command", "mgl-cal benchmark c.toml --shard I/2"]) == 0
     md = (tmp_path / "out2" / "RESULTS_synth.md").read_text()
     assert md.index("mgl-cal benchmark c.toml --shard I/2") < md.index("mgl-cal report")
 

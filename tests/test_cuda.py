@@ -10,7 +10,7 @@ from matgl.utils.training import ModelLightningModule, PotentialLightningModule
 
 import builders as b
 from matgl_cal import AdversarialAugmentation, finetune_adversarial
-from test_benchmark import _tiny_config, tiny_data  # noqa: F401  (module fixture)
+from test_benchmark import _tiny_config
 from test_finetune import emt_atoms
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

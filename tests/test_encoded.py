@@ -42,7 +42,7 @@ def test_head_gradients_equal_the_full_model_gradients() -> None:
     model = _frozen()
     data = property_dataset(8)
     encoded = encode_graphs(model, data)
-    (g, lat, st, y), (ge, late, ste, _) = _batches(data, 8)[0], _batches(encoded, 8)[0]
+    (g, lat, st, y), (ge, _, _, _) = _batches(data, 8)[0], _batches(encoded, 8)[0]
     head = FrozenEncoderHead(model)
     module = ModelLightningModule(model=model, data_mean=0.0, data_std=1.0)
     grads = []

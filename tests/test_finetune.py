@@ -523,7 +523,8 @@ def test_max_source_increase_bad_use(tiny_potential):
     model, source, target = _property_pretrained_and_target()
     with pytest.raises(ValueError, match="max_source_increase=0.05 is measured on labelled source data"):
         finetune_adversarial(model, target, wise_ft=True, max_source_increase=0.05, **FAST)
-    with pytest.raises(ValueError, match=r"max_source_increase must be 'auto', None or a finite fraction >= 0 \(0.05 = 5 %\)"):
+    with pytest.raises(ValueError,
+                       match=r"max_source_increase must be 'auto', None or a finite fraction >= 0 \(0.05 = 5 %\)"):
         finetune_adversarial(model, target, source=source, wise_ft=True, max_source_increase=float("nan"), **FAST)
     with pytest.raises(ValueError, match="max_source_increase=0.05 limits WiSE-FT's mixing coefficient"):
         finetune_adversarial(model, target, source=source, wise_ft=False, max_source_increase=0.05, **FAST)
@@ -582,7 +583,8 @@ def test_source_confidence_bad_use():
 
 
 def test_defaults_bound_the_forgetting(tiny_potential):
-    """Defaults: L2-SP 10 and WiSE-FT, with a 0.02 eV/A drift bound (potentials) and a 5 % source bound (with source)."""
+    """Defaults: L2-SP 10 and WiSE-FT, with a 0.02 eV/A drift bound (potentials) and a 5 % source bound
+    (with source)."""
     pot, _ = tiny_potential
     target = _drifting_target()
     tuned = finetune_adversarial(pot, target, adversarial=False, **{**FAST, "epochs": 4, "lr": 1e-2})

@@ -446,8 +446,10 @@ def _splits(raw: Any) -> tuple[SplitConfig, ...]:
             raise TypeError(f"{where}.folds must be a list of fold keys or an int count, got bool")
         if isinstance(folds_raw, int):
             if family in ("property_range", "chemistry"):
-                keys = "sides, e.g. ['top', 'bottom']" if family == "property_range" else "element symbols, e.g. ['O', 'F']"
-                raise ValueError(f"{where}.folds of family {family!r} must list its keys ({keys}), got the count {folds_raw}")
+                keys = ("sides, e.g. ['top', 'bottom']" if family == "property_range"
+                        else "element symbols, e.g. ['O', 'F']")
+                raise ValueError(f"{where}.folds of family {family!r} must list its keys ({keys}), "
+                                 f"got the count {folds_raw}")
             count = _int(folds_raw, f"{where}.folds", minimum=1)
             # File families: the first `count` keys, resolved against the fold file when runs are planned.
             n_folds = int(count)  # type: ignore[arg-type]
