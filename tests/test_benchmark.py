@@ -941,6 +941,30 @@ def test_round24_pooled_rows_reproduce(capsys):
         assert capsys.readouterr().out.splitlines()[2].endswith(row)
 
 
+def test_round25_fifty_fold_rows_reproduce(capsys):
+    """Round 25's rows of RESULTS.md: the sparse families on all 50 Omee folds (folds 0-9 x 3 seeds, 10-39 and 40-49
+    x seed 0), pooled from three configs' committed records; log_gvrh SparseYcluster on 40 folds (0-9 x 3 seeds, 10-39
+    x seed 0); log_gvrh's random split at 3 seeds."""
+    mod = _benchmark_script("compare_records")
+    res = REPO / "benchmarks" / "results"
+    expected = {  # (dataset, family): the row's end
+        ("log_gvrh", "sparsex"): "| -0.6 % | 0.58 (wilcoxon, n=70) | 42/70 | -4.0 to +2.9 % (50 folds) |",
+        ("dielectric", "sparsex"): "| +0.1 % | 0.71 (wilcoxon, n=70) | 37/70 | -2.5 to +2.6 % (50 folds) |",
+        ("dielectric", "sparsey"): "| -1.6 % | 0.43 (wilcoxon, n=70) | 38/70 | -5.0 to +1.4 % (50 folds) |",
+        ("log_gvrh", "sparsey"): "| -1.3 % | 0.064 (wilcoxon, n=60) | 35/60 | -3.7 to +1.4 % (40 folds) |",
+    }
+    for (dataset, family), row in expected.items():
+        folders = ("", "_more") if (dataset, family) == ("log_gvrh", "sparsey") else ("", "_more", "_last")
+        pooled = ",".join(str(res / f"{dataset}_cpu_frozen_full_{family}{s}_e30" / "records") for s in folders)
+        assert mod.main([f"{pooled}:cal_in_step_every_cluster8", f"{pooled}:erm"]) == 0
+        assert capsys.readouterr().out.splitlines()[2].endswith(row)
+    # log_gvrh in distribution with seeds 1-2 added: 10 random splits x 3 seeds
+    random = res / "log_gvrh_cpu_frozen_full_random_e30" / "records"
+    assert mod.main([f"{random}:cal_in_step_every_cluster8", f"{random}:erm"]) == 0
+    row = "| -1.1 % | 1.4e-05 (wilcoxon, n=30) | 26/30 | -1.7 to -0.6 % (10 folds) |"
+    assert capsys.readouterr().out.splitlines()[2].endswith(row)
+
+
 def test_fold_intervals_script_reproduces_results_md(capsys):
     """benchmarks/fold_intervals.py on committed records: round 10's arm is worse than ERM once folds are resampled."""
     mod = _benchmark_script("fold_intervals")
