@@ -925,43 +925,42 @@ def test_round12_frozen_encoder_rows_reproduce(capsys):
         assert rows[3].endswith(cal_row), rows[3]
 
 
-def test_round24_pooled_rows_reproduce(capsys):
-    """Round 24's pooled SparseX/SparseYcluster rows of RESULTS.md (folds 0-9 x 3 seeds + folds 10-39 x seed 0)
-    come from the committed records of two configs, pooled with ``DIR_A,DIR_B:METHOD``."""
-    mod = _benchmark_script("compare_records")
-    res = REPO / "benchmarks" / "results"
-    expected = {  # (dataset, family): the row's end
-        ("log_gvrh", "sparsex"): "| -1.1 % | 0.28 (wilcoxon, n=60) | 38/60 | -4.9 to +2.9 % (40 folds) |",
-        ("dielectric", "sparsex"): "| +0.5 % | 0.96 (wilcoxon, n=60) | 31/60 | -2.1 to +3.2 % (40 folds) |",
-        ("dielectric", "sparsey"): "| -1.5 % | 0.29 (wilcoxon, n=60) | 34/60 | -5.2 to +1.5 % (40 folds) |",
-    }
-    for (dataset, family), row in expected.items():
-        pooled = ",".join(str(res / f"{dataset}_cpu_frozen_full_{family}{s}_e30" / "records") for s in ("", "_more"))
-        assert mod.main([f"{pooled}:cal_in_step_every_cluster8", f"{pooled}:erm"]) == 0
-        assert capsys.readouterr().out.splitlines()[2].endswith(row)
+def _family(dataset: str, family: str, *parts: str) -> tuple[str, ...]:
+    """Config names of one frozen-encoder family's record folders: ``parts`` are the name suffixes ("", "_more")."""
+    return tuple(f"{dataset}_cpu_frozen_full_{family}{part}_e30" for part in parts)
 
 
-def test_round25_fifty_fold_rows_reproduce(capsys):
-    """Round 25's rows of RESULTS.md: the sparse families on all 50 Omee folds (folds 0-9 x 3 seeds, 10-39 and 40-49
-    x seed 0), pooled from three configs' committed records; log_gvrh SparseYcluster on 40 folds (0-9 x 3 seeds, 10-39
-    x seed 0); log_gvrh's random split at 3 seeds."""
+#: Pooled rows of RESULTS.md section 6 (the row's end), each from the committed records of the configs named.
+_POOLED_ROWS = {
+    # round 24: folds 0-9 x 3 seeds + folds 10-39 x seed 0
+    "r24-log_gvrh-sparsex": (_family("log_gvrh", "sparsex", "", "_more"),
+                             "| -1.1 % | 0.28 (wilcoxon, n=60) | 38/60 | -4.9 to +2.9 % (40 folds) |"),
+    "r24-dielectric-sparsex": (_family("dielectric", "sparsex", "", "_more"),
+                               "| +0.5 % | 0.96 (wilcoxon, n=60) | 31/60 | -2.1 to +3.2 % (40 folds) |"),
+    "r24-dielectric-sparsey": (_family("dielectric", "sparsey", "", "_more"),
+                               "| -1.5 % | 0.29 (wilcoxon, n=60) | 34/60 | -5.2 to +1.5 % (40 folds) |"),
+    # round 25: all 50 Omee folds (folds 40-49 x seed 0 added); log_gvrh SparseYcluster on 40 folds
+    "r25-log_gvrh-sparsex": (_family("log_gvrh", "sparsex", "", "_more", "_last"),
+                             "| -0.6 % | 0.58 (wilcoxon, n=70) | 42/70 | -4.0 to +2.9 % (50 folds) |"),
+    "r25-dielectric-sparsex": (_family("dielectric", "sparsex", "", "_more", "_last"),
+                               "| +0.1 % | 0.71 (wilcoxon, n=70) | 37/70 | -2.5 to +2.6 % (50 folds) |"),
+    "r25-dielectric-sparsey": (_family("dielectric", "sparsey", "", "_more", "_last"),
+                               "| -1.6 % | 0.43 (wilcoxon, n=70) | 38/70 | -5.0 to +1.4 % (50 folds) |"),
+    "r25-log_gvrh-sparsey": (_family("log_gvrh", "sparsey", "", "_more"),
+                             "| -1.3 % | 0.064 (wilcoxon, n=60) | 35/60 | -3.7 to +1.4 % (40 folds) |"),
+    # round 25: log_gvrh in distribution with seeds 1-2 added, 10 random splits x 3 seeds (one folder)
+    "r25-log_gvrh-random": (_family("log_gvrh", "random", ""),
+                            "| -1.1 % | 1.4e-05 (wilcoxon, n=30) | 26/30 | -1.7 to -0.6 % (10 folds) |"),
+}
+
+
+@pytest.mark.parametrize(("configs", "row"), list(_POOLED_ROWS.values()), ids=list(_POOLED_ROWS))
+def test_pooled_rows_reproduce(capsys, configs, row):
+    """Rounds 24-25's rows of RESULTS.md come from the committed records of the configs, pooled with
+    ``DIR_A,DIR_B:METHOD`` (the project CAL arm against ERM)."""
     mod = _benchmark_script("compare_records")
-    res = REPO / "benchmarks" / "results"
-    expected = {  # (dataset, family): the row's end
-        ("log_gvrh", "sparsex"): "| -0.6 % | 0.58 (wilcoxon, n=70) | 42/70 | -4.0 to +2.9 % (50 folds) |",
-        ("dielectric", "sparsex"): "| +0.1 % | 0.71 (wilcoxon, n=70) | 37/70 | -2.5 to +2.6 % (50 folds) |",
-        ("dielectric", "sparsey"): "| -1.6 % | 0.43 (wilcoxon, n=70) | 38/70 | -5.0 to +1.4 % (50 folds) |",
-        ("log_gvrh", "sparsey"): "| -1.3 % | 0.064 (wilcoxon, n=60) | 35/60 | -3.7 to +1.4 % (40 folds) |",
-    }
-    for (dataset, family), row in expected.items():
-        folders = ("", "_more") if (dataset, family) == ("log_gvrh", "sparsey") else ("", "_more", "_last")
-        pooled = ",".join(str(res / f"{dataset}_cpu_frozen_full_{family}{s}_e30" / "records") for s in folders)
-        assert mod.main([f"{pooled}:cal_in_step_every_cluster8", f"{pooled}:erm"]) == 0
-        assert capsys.readouterr().out.splitlines()[2].endswith(row)
-    # log_gvrh in distribution with seeds 1-2 added: 10 random splits x 3 seeds
-    random = res / "log_gvrh_cpu_frozen_full_random_e30" / "records"
-    assert mod.main([f"{random}:cal_in_step_every_cluster8", f"{random}:erm"]) == 0
-    row = "| -1.1 % | 1.4e-05 (wilcoxon, n=30) | 26/30 | -1.7 to -0.6 % (10 folds) |"
+    pooled = ",".join(str(REPO / "benchmarks" / "results" / name / "records") for name in configs)
+    assert mod.main([f"{pooled}:cal_in_step_every_cluster8", f"{pooled}:erm"]) == 0
     assert capsys.readouterr().out.splitlines()[2].endswith(row)
 
 
