@@ -19,7 +19,10 @@ Run (RESULTS.md section 6, round 7):
 
 The first arm is compared with the second, and every further arm with the first two. ``--split FAMILY`` keeps
 the runs of one split family (a config may hold several, e.g. LOCO and random). Rows name each arm
-as ``CONFIG:METHOD``, CONFIG being the folder that holds ``records``.
+as ``CONFIG:METHOD``, CONFIG being the folder that holds ``records``. ``--metric centred_mae`` compares the test
+MAE once each run's common offset is removed (``matgl_cal.benchmark.error_decomposition``; RESULTS.md section 6,
+round 26), from the records' test predictions. ``--boot-seed S`` seeds the fold bootstrap (default 0), so an
+interval's sensitivity to its resampling can be checked from the repository.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from matgl_cal.benchmark import load_records, paired_change_interval, paired_test
+from matgl_cal.benchmark import error_decomposition, load_records, paired_change_interval, paired_test
+
+METRICS = ("mae", "centred_mae")
 
 
 def config_label(records_dir: str) -> str:
@@ -39,7 +44,18 @@ def config_label(records_dir: str) -> str:
     return (path.parent if path.name == "records" else path).name
 
 
-def _arm(spec: str, split: str | None = None) -> tuple[str, dict[tuple[str, str, int], float]]:
+def _value(record: dict, metric: str) -> float:
+    if metric == "mae":
+        return float(record["metrics"]["test"]["mae"])
+    tp = record.get("test_predictions")
+    if not tp or not tp.get("y_true"):
+        raise SystemExit(f"--metric {metric} needs test predictions; the record of {record['method']!r} "
+                         f"{record['split']} fold {record['fold']} seed {record['seed']} has none")
+    return error_decomposition(tp["y_true"], tp["y_pred"])[metric]
+
+
+def _arm(spec: str, split: str | None = None,
+         metric: str = "mae") -> tuple[str, dict[tuple[str, str, int], float]]:
     joined, sep, method = spec.rpartition(":")
     folders = joined.split(",")
     if not sep or not joined or not method or "" in folders:
@@ -52,14 +68,14 @@ def _arm(spec: str, split: str | None = None) -> tuple[str, dict[tuple[str, str,
             key = (r["split"], str(r["fold"]), int(r["seed"]))
             if key in maes:
                 raise SystemExit(f"run {key} of method {method!r} is in more than one of the folders {joined!r}")
-            maes[key] = float(r["metrics"]["test"]["mae"])
+            maes[key] = _value(r, metric)
     if not maes:
         raise SystemExit(f"no records of method {method!r} in {joined}" + (f" on split {split!r}" if split else ""))
     return "+".join(config_label(f) for f in folders) + f":{method}", maes
 
 
-def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:
-    """One markdown row: A vs B over their common runs."""
+def compare(a: tuple[str, dict], b: tuple[str, dict], boot_seed: int = 0) -> str:
+    """One markdown row: A vs B over their common runs (``boot_seed`` seeds the fold bootstrap)."""
     keys = sorted(set(a[1]) & set(b[1]))
     if not keys:
         return f"| {a[0]} vs {b[0]} | no common runs | | | |"
@@ -68,7 +84,7 @@ def compare(a: tuple[str, dict], b: tuple[str, dict]) -> str:
     rel = x / y - 1.0
     p, test = paired_test(x, y)
     folds = [k[:2] for k in keys]
-    low, high = paired_change_interval(x, y, folds)
+    low, high = paired_change_interval(x, y, folds, seed=boot_seed)
     return (f"| {a[0]} vs {b[0]} | {100 * rel.mean():+.1f} % | {p:.2g} ({test}, n={len(keys)}) "
             f"| {int((rel < 0).sum())}/{len(keys)} "
             f"| {100 * low:+.1f} to {100 * high:+.1f} % ({len(set(folds))} folds) |")
@@ -79,14 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("arms", nargs="+",
                         help="RECORDS_DIR:METHOD (or DIR,DIR...:METHOD to pool folders), at least two")
     parser.add_argument("--split", default=None, help="only runs of this split family (default: every family)")
+    parser.add_argument("--metric", default="mae", choices=METRICS,
+                        help="test MAE (default) or the test MAE once each run's common offset is removed")
+    parser.add_argument("--boot-seed", type=int, default=0, help="seed of the fold bootstrap (default 0)")
     args = parser.parse_args(argv)
     if len(args.arms) < 2:
         parser.error("give at least two arms")
-    arms = [_arm(s, args.split) for s in args.arms]
-    header = "| comparison | Δ test MAE | p | pairs lower | 95 % interval of Δ, folds resampled |"
-    rows = [header, "|---|---|---|---|---|", compare(arms[0], arms[1])]
+    arms = [_arm(s, args.split, args.metric) for s in args.arms]
+    name = "test MAE" if args.metric == "mae" else "centred test MAE"
+    header = f"| comparison | Δ {name} | p | pairs lower | 95 % interval of Δ, folds resampled |"
+    rows = [header, "|---|---|---|---|---|", compare(arms[0], arms[1], args.boot_seed)]
     for other in arms[2:]:
-        rows += [compare(other, arms[0]), compare(other, arms[1])]
+        rows += [compare(other, arms[0], args.boot_seed), compare(other, arms[1], args.boot_seed)]
     print("\n".join(rows))
     return 0
 

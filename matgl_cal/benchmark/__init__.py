@@ -6,7 +6,8 @@
   (method, split family, fold, seed) under ``<output_dir>/records``, resumable, shardable across
   processes (:func:`parse_shard`); :func:`prepare_benchmark` converts the graphs beforehand;
 * :func:`make_report`: ``RESULTS_<name>.md`` with mean ± std, relative change vs ERM with a paired
-  test, in-distribution MAE, and PNG figures.
+  test, in-distribution MAE, the test error split into a common offset and the rest
+  (:func:`error_decomposition`), and PNG figures.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from matgl_cal.benchmark._config import (
     config_from_dict,
     load_config,
 )
+from matgl_cal.benchmark._errors import ERROR_DECOMPOSITION_KEYS, error_decomposition
 from matgl_cal.benchmark._methods import (
     CAL_KWARGS,
     METHOD_KINDS,
@@ -50,6 +52,7 @@ from matgl_cal.benchmark._runner import (
 
 __all__ = [
     "CAL_KWARGS",
+    "ERROR_DECOMPOSITION_KEYS",
     "METHOD_KINDS",
     "METHOD_PRESETS",
     "RANDOM_FAMILY",
@@ -63,6 +66,7 @@ __all__ = [
     "SplitConfig",
     "TrainingConfig",
     "config_from_dict",
+    "error_decomposition",
     "load_config",
     "load_records",
     "make_callback",

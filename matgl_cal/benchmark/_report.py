@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from matgl_cal.benchmark._config import RANDOM_FAMILY
+from matgl_cal.benchmark._errors import error_decomposition
 
 __all__ = ["WILCOXON_MIN_N", "load_records", "make_report", "paired_change_interval", "paired_test", "summarize"]
 
@@ -169,6 +170,36 @@ def _baseline_of(records: Sequence[dict[str, Any]], baseline: str | None) -> str
     return erm[0] if erm else None
 
 
+def _decomposition(record: dict[str, Any]) -> dict[str, float] | None:
+    tp = record.get("test_predictions")
+    if not tp or not tp.get("y_true"):
+        return None
+    return error_decomposition(tp["y_true"], tp["y_pred"])
+
+
+def _errors_row(runs: dict, base_runs: dict) -> dict[str, Any]:
+    """Means of the test-error decomposition over runs, and paired changes of its parts against the baseline."""
+    parts = {k: _decomposition(r) for k, r in runs.items()}
+    parts = {k: d for k, d in parts.items() if d is not None}
+    out: dict[str, Any] = {"errors": None, "centred_rel_change_pct": math.nan, "spearman_change": math.nan}
+    if not parts:
+        return out
+    out["errors"] = {key: float(np.nanmean([d[key] for d in parts.values()]))
+                     if any(not math.isnan(d[key]) for d in parts.values()) else math.nan
+                     for key in ("mean_error", "offset_share", "centred_mae", "spearman")}
+    base = {k: _decomposition(base_runs[k]) for k in parts if k in base_runs}
+    base = {k: d for k, d in base.items() if d is not None}
+    if base:
+        centred = [parts[k]["centred_mae"] / base[k]["centred_mae"] - 1.0 for k in base if base[k]["centred_mae"] > 0]
+        if centred:
+            out["centred_rel_change_pct"] = 100.0 * float(np.mean(centred))
+        rho = [parts[k]["spearman"] - base[k]["spearman"] for k in base]
+        rho = [x for x in rho if not math.isnan(x)]
+        if rho:
+            out["spearman_change"] = float(np.mean(rho))
+    return out
+
+
 def summarize(records: Sequence[dict[str, Any]], *, baseline: str | None = None) -> list[dict[str, Any]]:
     """One summary row per (split family, method).
 
@@ -185,7 +216,11 @@ def summarize(records: Sequence[dict[str, Any]], *, baseline: str | None = None)
         :func:`paired_change_interval`; NaNs below 2 folds), ``id_mae_mean`` /
         ``id_mae_std`` (test MAE of the same method on the ``random`` split), ``ood_score`` (composition
         features), ``ood_score_readout`` (the trained models' readout vectors; NaN for records without it),
-        ``steps`` (mean optimiser steps), ``wall_seconds`` (mean) and ``cal`` (mean final cost stats).
+        ``steps`` (mean optimiser steps), ``wall_seconds`` (mean), ``cal`` (mean final cost stats),
+        ``errors`` (means over runs of :func:`~matgl_cal.benchmark.error_decomposition`'s ``mean_error``,
+        ``offset_share``, ``centred_mae`` and ``spearman`` on the test set; None when the records hold no test
+        predictions), ``centred_rel_change_pct`` (mean paired relative change of ``centred_mae`` against the
+        baseline, %) and ``spearman_change`` (mean paired difference of ``spearman``).
     """
     base = _baseline_of(records, baseline)
     by: dict[tuple[str, str], dict[tuple[str, int], dict[str, Any]]] = {}
@@ -227,6 +262,7 @@ def summarize(records: Sequence[dict[str, Any]], *, baseline: str | None = None)
                     row["p_value"], row["test"] = paired_test(a, b)
                     low, high = paired_change_interval(a, b, [k[0] for k in keys])
                     row["rel_change_interval_pct"] = (100.0 * low, 100.0 * high)
+            row.update(_errors_row(runs, base_runs if method != base else {}))
             id_runs = by.get((RANDOM_FAMILY, method), {})
             row["id_mae_mean"], row["id_mae_std"] = _mean_std([r["metrics"]["test"]["mae"] for r in id_runs.values()])
             scores = [r.get("ood_score") for r in runs.values() if r.get("ood_score") is not None]
@@ -310,6 +346,37 @@ def _parity(records: Sequence[dict[str, Any]], split: str, fold: str, seed: int,
     return True
 
 
+def _errors_section(rows: list[dict[str, Any]], base: str | None, units: str) -> list[str]:
+    err_rows = [r for r in rows if r.get("errors")]
+    if not err_rows:
+        return []
+    label = base if base is not None else "ERM"
+    lines = [
+        "## Test error: common offset and ranking",
+        "",
+        f"Mean error: mean of prediction − target ({units or 'unitless'}; negative = too low). Offset share: "
+        "|mean error| / MAE (1 = every test prediction is off in the same direction, so the MAE only measures the "
+        "level of the predictions, as on a held-out top or bottom of the target range). Centred MAE: the MAE "
+        "once that common offset is removed. Spearman: rank correlation of predictions with targets on the test "
+        f"set. Δ: mean over (fold, seed) pairs against {label} (relative for the centred MAE, a difference for "
+        "Spearman). Means over runs.",
+        "",
+        f"| split | method | mean error | offset share | centred MAE | Δ centred vs {label} | Spearman "
+        f"| Δ Spearman vs {label} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in err_rows:
+        e, own = r["errors"], r["method"] == base
+        centred = "—" if own else ("n/a" if math.isnan(r["centred_rel_change_pct"])
+                                   else f"{r['centred_rel_change_pct']:+.1f} %")
+        rho = "—" if own else ("n/a" if math.isnan(r["spearman_change"]) else f"{r['spearman_change']:+.3f}")
+        lines.append(
+            f"| {r['split']} | {r['method']} | {_fmt(e['mean_error'])} | {_fmt(e['offset_share'], 3)} "
+            f"| {_fmt(e['centred_mae'])} | {centred} | {_fmt(e['spearman'], 3)} | {rho} |"
+        )
+    return lines + [""]
+
+
 def make_report(
     records_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -324,7 +391,9 @@ def make_report(
     the relative change vs the baseline (mean of the paired per-(fold, seed) relative differences)
     with a two-sided paired test on the per-(fold, seed) MAEs (Wilcoxon signed-rank for n >= 6
     pairs, paired t-test below; the table says which), the in-distribution MAE (``random`` split),
-    the mean OOD score of the split, optimiser steps, wall time and number of runs. Figures: one bar
+    the mean OOD score of the split, optimiser steps, wall time and number of runs; then, where the records
+    hold test predictions, each method's test error split into a common offset and the rest (mean error,
+    offset share, centred MAE, Spearman; :func:`~matgl_cal.benchmark.error_decomposition`). Figures: one bar
     chart per split family (``<name>_bar_<split>.png``) and a parity plot of the first fold of the
     first OOD split family, lowest seed (``<name>_parity_<split>_<fold>.png``).
 
@@ -459,6 +528,7 @@ def make_report(
             )
         lines.append("")
 
+    lines += _errors_section(rows, base, units)
     ood_splits = [s for s in dict.fromkeys(r["split"] for r in records) if s != RANDOM_FAMILY]
     pick = ood_splits[0] if ood_splits else records[0]["split"]
     pick_recs = [r for r in records if r["split"] == pick]
