@@ -18,7 +18,8 @@ Run (RESULTS.md section 6, round 7):
         benchmarks/results/log_gvrh_cpu_loco10/records:cal ...
 
 The first arm is compared with the second, and every further arm with the first two. ``--split FAMILY`` keeps
-the runs of one split family (a config may hold several, e.g. LOCO and random). Rows name each arm
+the runs of one split family (a config may hold several, e.g. LOCO and random), and ``--fold FOLD`` the runs of one
+fold (e.g. ``top`` of a ``property_range`` split that also holds ``bottom``). Rows name each arm
 as ``CONFIG:METHOD``, CONFIG being the folder that holds ``records``. ``--metric centred_mae`` compares the test
 MAE once each run's common offset is removed (``matgl_cal.benchmark.error_decomposition``; RESULTS.md section 6,
 round 26), from the records' test predictions. ``--boot-seed S`` seeds the fold bootstrap (default 0), so an
@@ -54,8 +55,8 @@ def _value(record: dict, metric: str) -> float:
     return error_decomposition(tp["y_true"], tp["y_pred"])[metric]
 
 
-def _arm(spec: str, split: str | None = None,
-         metric: str = "mae") -> tuple[str, dict[tuple[str, str, int], float]]:
+def _arm(spec: str, split: str | None = None, metric: str = "mae",
+         fold: str | None = None) -> tuple[str, dict[tuple[str, str, int], float]]:
     joined, sep, method = spec.rpartition(":")
     folders = joined.split(",")
     if not sep or not joined or not method or "" in folders:
@@ -63,14 +64,15 @@ def _arm(spec: str, split: str | None = None,
     maes: dict[tuple[str, str, int], float] = {}
     for folder in folders:
         for r in load_records(folder):
-            if r["method"] != method or split not in (None, r["split"]):
+            if r["method"] != method or split not in (None, r["split"]) or fold not in (None, str(r["fold"])):
                 continue
             key = (r["split"], str(r["fold"]), int(r["seed"]))
             if key in maes:
                 raise SystemExit(f"run {key} of method {method!r} is in more than one of the folders {joined!r}")
             maes[key] = _value(r, metric)
     if not maes:
-        raise SystemExit(f"no records of method {method!r} in {joined}" + (f" on split {split!r}" if split else ""))
+        raise SystemExit(f"no records of method {method!r} in {joined}" + (f" on split {split!r}" if split else "")
+                         + (f" on fold {fold!r}" if fold is not None else ""))
     return "+".join(config_label(f) for f in folders) + f":{method}", maes
 
 
@@ -95,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("arms", nargs="+",
                         help="RECORDS_DIR:METHOD (or DIR,DIR...:METHOD to pool folders), at least two")
     parser.add_argument("--split", default=None, help="only runs of this split family (default: every family)")
+    parser.add_argument("--fold", default=None, help="only runs of this fold (default: every fold)")
     parser.add_argument("--metric", default="mae", choices=METRICS,
                         help="test MAE (default) or the test MAE once each run's common offset is removed")
     parser.add_argument("--boot-seed", type=int, default=0, help="seed of the fold bootstrap (default 0)")
     args = parser.parse_args(argv)
     if len(args.arms) < 2:
         parser.error("give at least two arms")
-    arms = [_arm(s, args.split, args.metric) for s in args.arms]
+    arms = [_arm(s, args.split, args.metric, args.fold) for s in args.arms]
     name = "test MAE" if args.metric == "mae" else "centred test MAE"
     header = f"| comparison | Δ {name} | p | pairs lower | 95 % interval of Δ, folds resampled |"
     rows = [header, "|---|---|---|---|---|", compare(arms[0], arms[1], args.boot_seed)]

@@ -128,6 +128,16 @@ def test_compare_records_centred_metric_and_boot_seed(tmp_path, capsys, monkeypa
     assert seen == [0, 0, 7] and rows[0] == rows[1]
 
 
+def test_compare_records_keeps_one_fold(tmp_path, capsys):
+    mod = _benchmark_script("compare_records")
+    folder = _write(tmp_path / "records", _synthetic_records())
+    assert mod.main(["--split", "SparseYcluster", "--fold", "1", f"{folder}:cal", f"{folder}:erm"]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert "| +20.0 % |" in row and "n=1)" in row  # fold 1 alone: 2.4 against 2.0
+    with pytest.raises(SystemExit, match=r"no records of method 'cal' in .* on fold '9'"):
+        mod.main(["--fold", "9", f"{folder}:cal", f"{folder}:erm"])
+
+
 def test_compare_records_centred_metric_needs_predictions(tmp_path):
     mod = _benchmark_script("compare_records")
     recs = _synthetic_records()
