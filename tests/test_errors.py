@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
-from test_benchmark import REPO, _benchmark_script, _synthetic_records
+from test_benchmark import REPO, _benchmark_script, _rec, _synthetic_records
 
 from matgl_cal.benchmark import ERROR_DECOMPOSITION_KEYS, error_decomposition, make_report, summarize
 from matgl_cal.benchmark._errors import _ranks
@@ -82,8 +82,26 @@ def test_summarize_and_report_show_the_decomposition(tmp_path):
     assert cal["centred_rel_change_pct"] == pytest.approx(-100.0) and cal["spearman_change"] == pytest.approx(0.0)
     text = make_report(_write(tmp_path / "records", recs), tmp_path / "out").read_text()
     assert "## Test error: common offset and ranking" in text
-    assert "| LOCO | cal | -0.25 | 1 | 0 | -100.0 % | 1 | +0.000 |" in text
+    assert "| LOCO | cal | -0.25 | 1.000 | 0 | -100.0 % | 1 | +0.000 |" in text
     assert "| LOCO | erm | 0.03333 | 0.333 | 0.08889 | — | 1 | — |" in text
+
+
+def test_report_keeps_named_folds_apart(tmp_path):
+    """A property_range split's top and bottom have offsets of opposite sign: one row each, never pooled."""
+    recs = []
+    for seed in range(2):
+        for fold, shift in (("top", -1.0), ("bottom", 0.5)):
+            for method, kind, extra in (("erm", "erm", 0.0), ("cal", "cal", 0.25 * np.sign(shift))):
+                r = _rec(method, "property_range", fold, seed, abs(shift + extra), kind)
+                r["test_predictions"] = {"ids": [0, 1, 2], "y_true": [1.0, 2.0, 3.0],
+                                         "y_pred": [1.0 + shift + extra, 2.0 + shift + extra, 3.0 + shift + extra]}
+                recs.append(r)
+    text = make_report(_write(tmp_path / "records", recs), tmp_path / "out").read_text()
+    text = text[text.index("## Test error"):]
+    assert "| property_range bottom | erm | 0.5 | 1.000 | 0 | — | 1 | — |" in text
+    assert "| property_range top | erm | -1 | 1.000 | 0 | — | 1 | — |" in text
+    assert "| property_range top | cal | -1.25 | 1.000 | 0 | n/a | 1 | +0.000 |" in text  # centred 0 vs 0: no ratio
+    assert "| property_range bottom | cal | 0.75 |" in text and "| property_range | " not in text
 
 
 def test_records_without_predictions_leave_the_section_out(tmp_path):

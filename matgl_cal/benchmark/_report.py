@@ -346,32 +346,65 @@ def _parity(records: Sequence[dict[str, Any]], split: str, fold: str, seed: int,
     return True
 
 
-def _errors_section(rows: list[dict[str, Any]], base: str | None, units: str) -> list[str]:
-    err_rows = [r for r in rows if r.get("errors")]
-    if not err_rows:
+def _error_groups(records: Sequence[dict[str, Any]], rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(split, fold or "", method) groups of the error section, in the order of ``rows``.
+
+    Splits with numbered folds (LOCO, the Omee families, random) are pooled over their folds; splits with named
+    folds (``property_range``: ``top`` and ``bottom``) get one group per fold, since their offsets have opposite
+    signs and pooling them would cancel.
+    """
+    folds_of: dict[str, list[str]] = {}
+    for r in records:
+        folds_of.setdefault(r["split"], [])
+        if str(r["fold"]) not in folds_of[r["split"]]:
+            folds_of[r["split"]].append(str(r["fold"]))
+    groups = []
+    for row in rows:
+        folds = sorted(folds_of.get(row["split"], []), key=_fold_order)
+        if all(f.isdigit() for f in folds):
+            groups.append((row["split"], "", row["method"]))
+        else:
+            groups += [(row["split"], f, row["method"]) for f in folds]
+    return groups
+
+
+def _errors_section(records: Sequence[dict[str, Any]], rows: list[dict[str, Any]], base: str | None,
+                    units: str) -> list[str]:
+    by: dict[tuple[str, str, str], dict[tuple[str, int], dict[str, Any]]] = {}
+    for r in records:
+        for fold in ("", str(r["fold"])):
+            by.setdefault((r["split"], fold, r["method"]), {})[(str(r["fold"]), int(r["seed"]))] = r
+    table = []
+    for split, fold, method in _error_groups(records, rows):
+        base_runs = by.get((split, fold, base), {}) if base and method != base else {}
+        errors = _errors_row(by.get((split, fold, method), {}), base_runs)
+        if errors["errors"] is not None:
+            table.append((f"{split} {fold}".strip(), method, errors))
+    if not table:
         return []
     label = base if base is not None else "ERM"
     lines = [
         "## Test error: common offset and ranking",
         "",
-        f"Mean error: mean of prediction − target ({units or 'unitless'}; negative = too low). Offset share: "
-        "|mean error| / MAE (1 = every test prediction is off in the same direction, so the MAE only measures the "
-        "level of the predictions, as on a held-out top or bottom of the target range). Centred MAE: the MAE "
-        "once that common offset is removed. Spearman: rank correlation of predictions with targets on the test "
-        f"set. Δ: mean over (fold, seed) pairs against {label} (relative for the centred MAE, a difference for "
-        "Spearman). Means over runs.",
+        f"Mean error: mean of prediction − target ({units or 'unitless'}; negative = too low), averaged over runs. "
+        "Offset share: |mean error| / MAE (1 = every test prediction is off in the same direction, so the MAE only "
+        "measures the level of the predictions, as on a held-out top or bottom of the target range). Centred MAE: "
+        "the MAE once that common offset is removed. Spearman: rank correlation of predictions with targets on "
+        f"the test set. Δ: mean over (fold, seed) pairs against {label} (relative for the centred MAE, a "
+        "difference for Spearman). Means over runs; numbered folds pooled, named folds (top, bottom) apart.",
         "",
         f"| split | method | mean error | offset share | centred MAE | Δ centred vs {label} | Spearman "
         f"| Δ Spearman vs {label} |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in err_rows:
-        e, own = r["errors"], r["method"] == base
+    for where, method, r in table:
+        e, own = r["errors"], method == base
         centred = "—" if own else ("n/a" if math.isnan(r["centred_rel_change_pct"])
                                    else f"{r['centred_rel_change_pct']:+.1f} %")
         rho = "—" if own else ("n/a" if math.isnan(r["spearman_change"]) else f"{r['spearman_change']:+.3f}")
+        share = "n/a" if math.isnan(e["offset_share"]) else f"{e['offset_share']:.3f}"
         lines.append(
-            f"| {r['split']} | {r['method']} | {_fmt(e['mean_error'])} | {_fmt(e['offset_share'], 3)} "
+            f"| {where} | {method} | {_fmt(e['mean_error'])} | {share} "
             f"| {_fmt(e['centred_mae'])} | {centred} | {_fmt(e['spearman'], 3)} | {rho} |"
         )
     return lines + [""]
@@ -528,7 +561,7 @@ def make_report(
             )
         lines.append("")
 
-    lines += _errors_section(rows, base, units)
+    lines += _errors_section(records, rows, base, units)
     ood_splits = [s for s in dict.fromkeys(r["split"] for r in records) if s != RANDOM_FAMILY]
     pick = ood_splits[0] if ood_splits else records[0]["split"]
     pick_recs = [r for r in records if r["split"] == pick]
