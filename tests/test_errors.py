@@ -174,3 +174,11 @@ def test_committed_prior_shift_records_are_nearly_all_offset():
     shares = [error_decomposition(r["test_predictions"]["y_true"], r["test_predictions"]["y_pred"])["offset_share"]
               for r in records]
     assert len(shares) == 15 and min(shares) > 0.99
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from matgl_cal.benchmark import _errors
+
+    assert doctest.testmod(_errors).failed == 0 and doctest.testmod(_errors).attempted == 2
