@@ -42,7 +42,8 @@ def error_decomposition(y_true: Sequence[float], y_pred: Sequence[float]) -> dic
         ``offset_share``: ``|mean_error| / mae`` in ``[0, 1]`` (1 = every prediction is off in the same
         direction, so the MAE is all offset; NaN when ``mae`` is 0);
         ``centred_mae``: the MAE after subtracting ``mean_error`` from every prediction, i.e. the error that is
-        not a common shift;
+        not a common shift (it can exceed ``mae`` when a few large errors pull the mean away from the bulk: the
+        mean, not the median, is removed);
         ``spearman``: rank correlation of predictions with targets (how well the test structures are ordered;
         NaN when either side is constant or ``n < 2``).
 
