@@ -951,16 +951,40 @@ _POOLED_ROWS = {
     # round 25: log_gvrh in distribution with seeds 1-2 added, 10 random splits x 3 seeds (one folder)
     "r25-log_gvrh-random": (_family("log_gvrh", "random", ""),
                             "| -1.1 % | 1.4e-05 (wilcoxon, n=30) | 26/30 | -1.7 to -0.6 % (10 folds) |"),
+    # round 26: MEGNet on the sparse families and random splits (one folder each, the `cal` preset against ERM)
+    "r26-megnet-dielectric-sparsex": (("dielectric_megnet_cpu_sparsexcluster10",),
+                                      "| -2.1 % | 0.28 (wilcoxon, n=30) | 17/30 | -4.8 to +0.1 % (10 folds) |", "cal"),
+    "r26-megnet-dielectric-sparsey": (("dielectric_megnet_cpu_sparseycluster10",),
+                                      "| -0.4 % | 0.82 (wilcoxon, n=30) | 14/30 | -1.3 to +0.5 % (10 folds) |", "cal"),
+    "r26-megnet-dielectric-random": (("dielectric_megnet_cpu_random10",),
+                                     "| -0.4 % | 0.0028 (wilcoxon, n=30) | 21/30 | -0.6 to -0.2 % (10 folds) |", "cal"),
+    "r26-megnet-log_gvrh-sparsex": (("log_gvrh_megnet_cpu_sparsexcluster10",),
+                                    "| +0.4 % | 0.45 (wilcoxon, n=30) | 17/30 | -2.5 to +3.5 % (10 folds) |", "cal"),
+    "r26-megnet-log_gvrh-sparsey": (("log_gvrh_megnet_cpu_sparseycluster10",),
+                                    "| +1.3 % | 0.49 (wilcoxon, n=30) | 12/30 | -0.5 to +2.9 % (10 folds) |", "cal"),
+    "r26-megnet-log_gvrh-random": (("log_gvrh_megnet_cpu_random10",),
+                                   "| -0.7 % | 6e-06 (wilcoxon, n=30) | 26/30 | -1.0 to -0.4 % (10 folds) |", "cal"),
+    # round 26: log_gvrh prior shift "top" over all 15 seeds (0-4, 5-9, 10-14), and the centred MAE of seeds 10-14
+    "r26-log_gvrh-prior-top-15-seeds": (("log_gvrh_cpu_frozen_full_prior_shift_e30",
+                                         "log_gvrh_cpu_frozen_full_prior_top_confirm_e30",
+                                         "log_gvrh_cpu_frozen_full_prior_top_rank_e30"),
+                                        "| -4.9 % | 0.0012 (wilcoxon, n=15) | 12/15 | +nan to +nan % (1 folds) |",
+                                        "cal_in_step_every_cluster8", "--fold", "top"),
+    "r26-log_gvrh-prior-top-rank-centred": (("log_gvrh_cpu_frozen_full_prior_top_rank_e30",),
+                                            "| -6.7 % | 0.072 (paired t, n=5) | 4/5 | +nan to +nan % (1 folds) |",
+                                            "cal_in_step_every_cluster8", "--metric", "centred_mae"),
 }
 
 
-@pytest.mark.parametrize(("configs", "row"), list(_POOLED_ROWS.values()), ids=list(_POOLED_ROWS))
-def test_pooled_rows_reproduce(capsys, configs, row):
-    """Rounds 24-25's rows of RESULTS.md come from the committed records of the configs, pooled with
-    ``DIR_A,DIR_B:METHOD`` (the project CAL arm against ERM)."""
+@pytest.mark.parametrize("case", list(_POOLED_ROWS.values()), ids=list(_POOLED_ROWS))
+def test_pooled_rows_reproduce(capsys, case):
+    """Rows of RESULTS.md section 6 (rounds 24-26) come from the committed records of the configs, pooled with
+    ``DIR_A,DIR_B:METHOD``: a CAL arm (the project's, unless the case names another) against ERM, with the case's
+    extra options of ``compare_records.py``."""
+    configs, row, method, *options = (*case, "cal_in_step_every_cluster8") if len(case) == 2 else case
     mod = _benchmark_script("compare_records")
     pooled = ",".join(str(REPO / "benchmarks" / "results" / name / "records") for name in configs)
-    assert mod.main([f"{pooled}:cal_in_step_every_cluster8", f"{pooled}:erm"]) == 0
+    assert mod.main([*options, f"{pooled}:{method}", f"{pooled}:erm"]) == 0
     assert capsys.readouterr().out.splitlines()[2].endswith(row)
 
 

@@ -182,3 +182,16 @@ def test_docstring_example_runs():
     from matgl_cal.benchmark import _errors
 
     assert doctest.testmod(_errors).failed == 0 and doctest.testmod(_errors).attempted == 2
+
+
+def test_round26_rank_rule_from_committed_records():
+    """Round 26's pre-registered rule on fresh seeds 10-14 of log_gvrh prior shift "top": CAL's test Spearman is
+    higher than ERM's in at least 4 of 5 seeds with a mean difference >= +0.1 (RESULTS.md: 4/5, +0.22)."""
+    from matgl_cal.benchmark import load_records
+
+    records = load_records(REPO / "benchmarks/results/log_gvrh_cpu_frozen_full_prior_top_rank_e30/records")
+    rho = {(r["method"], r["seed"]): error_decomposition(r["test_predictions"]["y_true"],
+                                                        r["test_predictions"]["y_pred"])["spearman"]
+           for r in records}
+    diffs = [rho[("cal_in_step_every_cluster8", s)] - rho[("erm", s)] for s in range(10, 15)]
+    assert sum(d > 0 for d in diffs) == 4 and round(float(np.mean(diffs)), 2) == 0.22
