@@ -104,6 +104,16 @@ def test_report_keeps_named_folds_apart(tmp_path):
     assert "| property_range bottom | cal | 0.75 |" in text and "| property_range | " not in text
 
 
+def test_a_diverged_run_is_left_out_of_the_decomposition(tmp_path):
+    """A run whose test predictions are not finite keeps its MAE row but adds nothing to the decomposition."""
+    recs = _synthetic_records()
+    first_cal = next(r for r in recs if r["method"] == "cal" and r["split"] == "LOCO")
+    first_cal["test_predictions"]["y_pred"] = [float("nan"), 2.0, 3.0]
+    cal = {(r["split"], r["method"]): r for r in summarize(recs)}[("LOCO", "cal")]
+    assert cal["errors"]["offset_share"] == pytest.approx(1 / 3) and cal["n"] == 6
+    assert "## Test error" in make_report(_write(tmp_path / "records", recs), tmp_path / "out").read_text()
+
+
 def test_records_without_predictions_leave_the_section_out(tmp_path):
     recs = _synthetic_records()
     for r in recs:

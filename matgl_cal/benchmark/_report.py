@@ -171,10 +171,15 @@ def _baseline_of(records: Sequence[dict[str, Any]], baseline: str | None) -> str
 
 
 def _decomposition(record: dict[str, Any]) -> dict[str, float] | None:
+    """The record's test-error decomposition; None without test predictions or with a non-finite one (a run
+    that diverged still has its row in the MAE table, but no decomposition)."""
     tp = record.get("test_predictions")
     if not tp or not tp.get("y_true"):
         return None
-    return error_decomposition(tp["y_true"], tp["y_pred"])
+    try:
+        return error_decomposition(tp["y_true"], tp["y_pred"])
+    except ValueError:
+        return None
 
 
 def _errors_row(runs: dict, base_runs: dict) -> dict[str, Any]:
