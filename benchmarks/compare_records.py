@@ -61,19 +61,19 @@ def _arm(spec: str, split: str | None = None, metric: str = "mae",
     folders = joined.split(",")
     if not sep or not joined or not method or "" in folders:
         raise SystemExit(f"arm must be RECORDS_DIR:METHOD or RECORDS_DIR,RECORDS_DIR...:METHOD, got {spec!r}")
-    maes: dict[tuple[str, str, int], float] = {}
+    values: dict[tuple[str, str, int], float] = {}
     for folder in folders:
         for r in load_records(folder):
             if r["method"] != method or split not in (None, r["split"]) or fold not in (None, str(r["fold"])):
                 continue
             key = (r["split"], str(r["fold"]), int(r["seed"]))
-            if key in maes:
+            if key in values:
                 raise SystemExit(f"run {key} of method {method!r} is in more than one of the folders {joined!r}")
-            maes[key] = _value(r, metric)
-    if not maes:
+            values[key] = _value(r, metric)
+    if not values:
         raise SystemExit(f"no records of method {method!r} in {joined}" + (f" on split {split!r}" if split else "")
                          + (f" on fold {fold!r}" if fold is not None else ""))
-    return "+".join(config_label(f) for f in folders) + f":{method}", maes
+    return "+".join(config_label(f) for f in folders) + f":{method}", values
 
 
 def compare(a: tuple[str, dict], b: tuple[str, dict], boot_seed: int = 0) -> str:
