@@ -87,9 +87,11 @@ def compare(a: tuple[str, dict], b: tuple[str, dict], boot_seed: int = 0) -> str
     p, test = paired_test(x, y)
     folds = [k[:2] for k in keys]
     low, high = paired_change_interval(x, y, folds, seed=boot_seed)
+    n_folds = len(set(folds))
+    # one fold (e.g. a prior-shift side with its seeds) has no fold-level interval
+    interval = f"n/a ({n_folds} fold)" if n_folds < 2 else f"{100 * low:+.1f} to {100 * high:+.1f} % ({n_folds} folds)"
     return (f"| {a[0]} vs {b[0]} | {100 * rel.mean():+.1f} % | {p:.2g} ({test}, n={len(keys)}) "
-            f"| {int((rel < 0).sum())}/{len(keys)} "
-            f"| {100 * low:+.1f} to {100 * high:+.1f} % ({len(set(folds))} folds) |")
+            f"| {int((rel < 0).sum())}/{len(keys)} | {interval} |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -968,10 +968,10 @@ _POOLED_ROWS = {
     "r26-log_gvrh-prior-top-15-seeds": (("log_gvrh_cpu_frozen_full_prior_shift_e30",
                                          "log_gvrh_cpu_frozen_full_prior_top_confirm_e30",
                                          "log_gvrh_cpu_frozen_full_prior_top_rank_e30"),
-                                        "| -4.9 % | 0.0012 (wilcoxon, n=15) | 12/15 | +nan to +nan % (1 folds) |",
+                                        "| -4.9 % | 0.0012 (wilcoxon, n=15) | 12/15 | n/a (1 fold) |",
                                         "cal_in_step_every_cluster8", "--fold", "top"),
     "r26-log_gvrh-prior-top-rank-centred": (("log_gvrh_cpu_frozen_full_prior_top_rank_e30",),
-                                            "| -6.7 % | 0.072 (paired t, n=5) | 4/5 | +nan to +nan % (1 folds) |",
+                                            "| -6.7 % | 0.072 (paired t, n=5) | 4/5 | n/a (1 fold) |",
                                             "cal_in_step_every_cluster8", "--metric", "centred_mae"),
 }
 
