@@ -970,6 +970,10 @@ _POOLED_ROWS = {
                                          "log_gvrh_cpu_frozen_full_prior_top_rank_e30"),
                                         "| -4.9 % | 0.0012 (wilcoxon, n=15) | 12/15 | n/a (1 fold) |",
                                         "cal_in_step_every_cluster8", "--fold", "top"),
+    # round 26: perovskites prior shift "top", fresh seeds 5-9: fixed costs against ERM, and over seeds 0-9
+    "r26-perovskites-top-fixed-cost": (("perovskites_cpu_frozen_full_prior_top_fixed_cost_confirm_e30",),
+                                       "| -14.0 % | 0.0064 (paired t, n=5) | 5/5 | n/a (1 fold) |",
+                                       "fixed_cost_in_step_every_cluster8"),
     "r26-log_gvrh-prior-top-rank-centred": (("log_gvrh_cpu_frozen_full_prior_top_rank_e30",),
                                             "| -6.7 % | 0.072 (paired t, n=5) | 4/5 | n/a (1 fold) |",
                                             "cal_in_step_every_cluster8", "--metric", "centred_mae"),
