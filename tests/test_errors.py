@@ -207,16 +207,18 @@ def test_round26_rank_rule_from_committed_records():
     assert sum(d > 0 for d in diffs) == 4 and round(float(np.mean(diffs)), 2) == 0.22
 
 
-def test_round26_fixed_cost_rule_from_committed_records():
-    """Round 26's pre-registered rule on perovskites "top", fresh seeds 5-9: the fixed-cost arm is lower than ERM and
-    than the control in all 5 seeds, with a mean change against ERM of -5 % or lower (RESULTS.md: -14.0 %, -9.9 %)."""
+@pytest.mark.parametrize(("side", "vs_erm_pct", "vs_control_pct"), [("top", -14.0, -9.9), ("bottom", -11.1, -7.5)])
+def test_round26_fixed_cost_rule_from_committed_records(side, vs_erm_pct, vs_control_pct):
+    """Round 26's pre-registered rule on perovskites prior shift, fresh seeds 5-9: the fixed-cost arm is lower than ERM
+    and than the control in all 5 seeds, with a mean change against ERM of -5 % or lower (RESULTS.md's numbers)."""
     from matgl_cal.benchmark import load_records
 
-    folder = "perovskites_cpu_frozen_full_prior_top_fixed_cost_confirm_e30"
+    folder = f"perovskites_cpu_frozen_full_prior_{side}_fixed_cost_confirm_e30"
     records = load_records(REPO / "benchmarks" / "results" / folder / "records")
     mae = {(r["method"], r["seed"]): r["metrics"]["test"]["mae"] for r in records}
     seeds = range(5, 10)
     vs_erm = [mae[("fixed_cost_in_step_every_cluster8", s)] / mae[("erm", s)] - 1 for s in seeds]
     vs_control = [mae[("fixed_cost_in_step_every_cluster8", s)] / mae[("in_step_every_control", s)] - 1 for s in seeds]
     assert all(v < 0 for v in vs_erm) and all(v < 0 for v in vs_control)
-    assert round(100 * float(np.mean(vs_erm)), 1) == -14.0 and round(100 * float(np.mean(vs_control)), 1) == -9.9
+    assert round(100 * float(np.mean(vs_erm)), 1) == vs_erm_pct <= -5.0
+    assert round(100 * float(np.mean(vs_control)), 1) == vs_control_pct
