@@ -711,6 +711,15 @@ def _synthetic_records():
     return recs
 
 
+def _write_records(folder, records):
+    """Write records as a runner would (``<method>__<split>__<fold>__<seed>.json`` in ``folder``, created); returns
+    ``folder``."""
+    folder.mkdir(parents=True)
+    for r in records:
+        (folder / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
+    return folder
+
+
 def test_paired_test_choice():
     p, name = paired_test([0.9, 1.0, 1.1, 1.2, 1.3, 1.4], [1, 1.1, 1.2, 1.3, 1.4, 1.5])
     assert name == "wilcoxon" and p == pytest.approx(stats.wilcoxon([-0.1] * 6).pvalue) and p < 0.05
@@ -776,21 +785,14 @@ def test_summarize_known_numbers():
 
 
 def test_report_without_erm_says_where_the_baseline_is(tmp_path):
-    rdir = tmp_path / "records"
-    rdir.mkdir()
-    for r in _synthetic_records():
-        if r["method"] != "erm":
-            (rdir / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
+    rdir = _write_records(tmp_path / "records", [r for r in _synthetic_records() if r["method"] != "erm"])
     text = make_report(rdir, tmp_path / "out").read_text()
     assert "No ERM (baseline) records in this folder" in text and "compare_records.py" in text
     assert "None" not in text and "| method | test MAE | Δ vs ERM |" in text
 
 
 def test_make_report_synthetic(tmp_path):
-    rdir = tmp_path / "records"
-    rdir.mkdir()
-    for r in _synthetic_records():
-        (rdir / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
+    rdir = _write_records(tmp_path / "records", _synthetic_records())
     md = make_report(rdir, tmp_path / "out", commands=["bash benchmarks/run_ood_cpu.sh"])
     text = md.read_text()
     assert md.name == "RESULTS_synth.md"
@@ -815,11 +817,10 @@ def test_make_report_synthetic(tmp_path):
         "frozen": {"pretrained": "M3GNet-PES-MatPES-PBE-2025.2", "freeze_encoder": True, "cutoff": 5.0},
     }
     for label, model in models.items():
-        rdir = tmp_path / f"records_{label}"
-        rdir.mkdir()
-        for r in _synthetic_records():
+        recs = _synthetic_records()
+        for r in recs:
             r["config"] = {"source": "benchmarks/configs/synth.toml", "model": model, "training": training}
-            (rdir / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
+        rdir = _write_records(tmp_path / f"records_{label}", recs)
         models[label] = make_report(rdir, tmp_path / f"out_{label}").read_text()
     assert "Model M3GNet (units 32, nblocks 2, cutoff 5.0, three-body cutoff 4.0); 3 epochs" in models["fresh"]
     assert (

@@ -11,7 +11,7 @@ from matgl.apps.pes import Potential
 
 import builders as b
 from matgl_cal.cli import main
-from test_benchmark import _synthetic_records
+from test_benchmark import _synthetic_records, _write_records
 from test_finetune import emt_atoms
 
 
@@ -84,10 +84,7 @@ def test_finetune_errors_exit_2(files, capsys):
 
 
 def test_report_command(tmp_path, capsys):
-    records = tmp_path / "records"
-    records.mkdir()
-    for r in _synthetic_records():
-        (records / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
+    records = _write_records(tmp_path / "records", _synthetic_records())
     assert main(["report", str(records), str(tmp_path / "out")]) == 0
     assert "RESULTS_synth.md" in capsys.readouterr().out
     assert "mgl-cal report" in (tmp_path / "out" / "RESULTS_synth.md").read_text()

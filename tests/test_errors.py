@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
-from test_benchmark import REPO, _benchmark_script, _rec, _synthetic_records
+from test_benchmark import REPO, _benchmark_script, _rec, _synthetic_records, _write_records
 
 from matgl_cal.benchmark import ERROR_DECOMPOSITION_KEYS, error_decomposition, make_report, summarize
 from matgl_cal.benchmark._errors import _ranks
@@ -80,7 +79,7 @@ def test_summarize_and_report_show_the_decomposition(tmp_path):
     assert math.isnan(erm["centred_rel_change_pct"]) and math.isnan(erm["spearman_change"])
     assert cal["errors"]["offset_share"] == pytest.approx(1.0) and cal["errors"]["centred_mae"] == pytest.approx(0.0)
     assert cal["centred_rel_change_pct"] == pytest.approx(-100.0) and cal["spearman_change"] == pytest.approx(0.0)
-    text = make_report(_write(tmp_path / "records", recs), tmp_path / "out").read_text()
+    text = make_report(_write_records(tmp_path / "records", recs), tmp_path / "out").read_text()
     assert "## Test error: common offset and ranking" in text
     assert "| LOCO | cal | -0.25 | 1.000 | 0 | -100.0 % | 1 | +0.000 |" in text
     assert "| LOCO | erm | 0.03333 | 0.333 | 0.08889 | — | 1 | — |" in text
@@ -96,7 +95,7 @@ def test_report_keeps_named_folds_apart(tmp_path):
                 r["test_predictions"] = {"ids": [0, 1, 2], "y_true": [1.0, 2.0, 3.0],
                                          "y_pred": [1.0 + shift + extra, 2.0 + shift + extra, 3.0 + shift + extra]}
                 recs.append(r)
-    text = make_report(_write(tmp_path / "records", recs), tmp_path / "out").read_text()
+    text = make_report(_write_records(tmp_path / "records", recs), tmp_path / "out").read_text()
     text = text[text.index("## Test error"):]
     assert "| property_range bottom | erm | 0.5 | 1.000 | 0 | — | 1 | — |" in text
     assert "| property_range top | erm | -1 | 1.000 | 0 | — | 1 | — |" in text
@@ -111,7 +110,7 @@ def test_a_diverged_run_is_left_out_of_the_decomposition(tmp_path):
     first_cal["test_predictions"]["y_pred"] = [float("nan"), 2.0, 3.0]
     cal = {(r["split"], r["method"]): r for r in summarize(recs)}[("LOCO", "cal")]
     assert cal["errors"]["offset_share"] == pytest.approx(1 / 3) and cal["n"] == 6
-    assert "## Test error" in make_report(_write(tmp_path / "records", recs), tmp_path / "out").read_text()
+    assert "## Test error" in make_report(_write_records(tmp_path / "records", recs), tmp_path / "out").read_text()
 
 
 def test_records_without_predictions_leave_the_section_out(tmp_path):
@@ -119,15 +118,8 @@ def test_records_without_predictions_leave_the_section_out(tmp_path):
     for r in recs:
         del r["test_predictions"]
     assert all(r["errors"] is None for r in summarize(recs))
-    text = make_report(_write(tmp_path / "records", recs), tmp_path / "out").read_text()
+    text = make_report(_write_records(tmp_path / "records", recs), tmp_path / "out").read_text()
     assert "common offset" not in text and "## Test MAE per split family" in text
-
-
-def _write(folder, recs):
-    folder.mkdir(parents=True)
-    for r in recs:
-        (folder / f"{r['method']}__{r['split']}__{r['fold']}__{r['seed']}.json").write_text(json.dumps(r))
-    return folder
 
 
 def test_compare_records_centred_metric_and_boot_seed(tmp_path, capsys, monkeypatch):
@@ -136,7 +128,7 @@ def test_compare_records_centred_metric_and_boot_seed(tmp_path, capsys, monkeypa
     for r in recs:
         if r["method"] == "cal":  # CAL's errors: the same shape as ERM's, shifted by -0.3
             r["test_predictions"] = {"ids": [0, 1, 2], "y_true": [1.0, 2.0, 3.0], "y_pred": [0.8, 1.8, 2.6]}
-    folder = _write(tmp_path / "records", recs)
+    folder = _write_records(tmp_path / "records", recs)
     assert mod.main(["--split", "LOCO", "--metric", "centred_mae", f"{folder}:cal", f"{folder}:erm"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "Δ centred test MAE" in out[0]
@@ -158,7 +150,7 @@ def test_compare_records_centred_metric_and_boot_seed(tmp_path, capsys, monkeypa
 
 def test_compare_records_keeps_one_fold(tmp_path, capsys):
     mod = _benchmark_script("compare_records")
-    folder = _write(tmp_path / "records", _synthetic_records())
+    folder = _write_records(tmp_path / "records", _synthetic_records())
     assert mod.main(["--split", "SparseYcluster", "--fold", "1", f"{folder}:cal", f"{folder}:erm"]) == 0
     row = capsys.readouterr().out.splitlines()[2]
     assert "| +20.0 % |" in row and "n=1)" in row  # fold 1 alone: 2.4 against 2.0
@@ -171,7 +163,7 @@ def test_compare_records_centred_metric_needs_predictions(tmp_path):
     recs = _synthetic_records()
     for r in recs:
         del r["test_predictions"]
-    folder = _write(tmp_path / "records", recs)
+    folder = _write_records(tmp_path / "records", recs)
     with pytest.raises(SystemExit, match=r"--metric centred_mae needs test predictions"):
         mod.main(["--metric", "centred_mae", f"{folder}:cal", f"{folder}:erm"])
 
