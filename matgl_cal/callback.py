@@ -388,7 +388,7 @@ class AdversarialAugmentation(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._epoch_has_updates:
             return
-        self.costs.end_epoch()
+        self.costs.end_epoch(epoch=trainer.current_epoch)
         stats = {f"cal_{k}": v for k, v in self.costs.stats().items()}
         pl_module.log_dict(stats, on_step=False, on_epoch=True, prog_bar=False, rank_zero_only=True)
 

@@ -89,6 +89,24 @@ class CostState:
         frozen: ``(dim,)`` bool tensor; frozen costs no longer move.
         gamma: Penalty strength, ``1 / min(w)`` over non-frozen dimensions.
         n_updates: Number of cost updates applied.
+        history: :meth:`stats` at the end of every epoch that :meth:`end_epoch` closed, with ``"epoch"`` added.
+
+    The attack pays ``gamma * w_j`` per unit of squared perturbation along dimension ``j``: its *price*. While every
+    cost is learned the cheapest dimension has price 1. A cost reset to 1 and frozen keeps ``w_j = 1`` while
+    ``gamma = 1 / min(w)`` follows the dimensions still learned, so its price is ``1 / min(w_active)``: while some
+    costs are still near their initial 100, the frozen dimensions are up to 100 times cheaper than any learned one.
+    Once every cost is frozen, ``gamma = 1`` and all prices are 1 again, as at the start. ``stats()`` reports the
+    price range (``price_min``, ``price_max``) so that a run's history shows that phase.
+
+    >>> state = CostState(initial_cost=100.0, cost_step=60.0)
+    >>> state.ensure(2, torch.device("cpu"))
+    >>> state.update(torch.tensor([1.0, -0.5]))  # costs 40 and 130
+    True
+    >>> state.update(torch.tensor([1.0, 0.0]))  # costs -20 and 130
+    True
+    >>> state.end_epoch(epoch=0)  # the first is reset to 1 and frozen; gamma = 1 / 130
+    >>> {k: round(v, 4) for k, v in state.stats().items() if k.startswith("price")}
+    {'price_min': 0.0077, 'price_max': 1.0}
     """
 
     def __init__(self, initial_cost: float = 100.0, cost_step: float = 10.0) -> None:
@@ -98,6 +116,7 @@ class CostState:
         self.frozen: torch.Tensor | None = None
         self.gamma = 1.0 / self.initial_cost
         self.n_updates = 0
+        self.history: list[dict[str, float]] = []
 
     def ensure(self, dim: int, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         """Create the costs for ``dim`` dimensions on first use; check the dimension afterwards."""
@@ -140,8 +159,13 @@ class CostState:
         self.n_updates += 1
         return True
 
-    def end_epoch(self) -> None:
-        """Reset negative costs to 1 and freeze them; ``gamma = 1 / min(w)`` over the rest."""
+    def end_epoch(self, epoch: int | None = None) -> None:
+        """Reset negative costs to 1 and freeze them; ``gamma = 1 / min(w)`` over the rest; append to ``history``.
+
+        Args:
+            epoch: Training epoch that ends (0-based), stored with the statistics; None stores the count of
+                earlier entries.
+        """
         if self.costs is None or self.frozen is None:
             return
         negative = (self.costs < 0) & ~self.frozen
@@ -150,9 +174,10 @@ class CostState:
             self.frozen = self.frozen | negative
         active = self.costs[~self.frozen]
         self.gamma = float(1.0 / (active.min() if active.numel() else self.costs.min()).clamp_min(1e-12))
+        self.history.append({"epoch": float(len(self.history) if epoch is None else epoch), **self.stats()})
 
     def stats(self) -> dict[str, float]:
-        """Cost statistics for logging: min/mean/max, number frozen, gamma."""
+        """Cost statistics for logging: min/mean/max, number frozen, gamma, and the price range ``gamma * w``."""
         if self.costs is None or self.frozen is None:
             return {"gamma": self.gamma}
         return {
@@ -161,6 +186,8 @@ class CostState:
             "cost_max": float(self.costs.max()),
             "cost_frozen": float(self.frozen.sum()),
             "gamma": self.gamma,
+            "price_min": self.gamma * float(self.costs.min()),
+            "price_max": self.gamma * float(self.costs.max()),
         }
 
     def state_dict(self) -> dict:
@@ -172,6 +199,7 @@ class CostState:
             "frozen": None if self.frozen is None else self.frozen.cpu().clone(),
             "gamma": self.gamma,
             "n_updates": self.n_updates,
+            "history": [dict(row) for row in self.history],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -182,3 +210,4 @@ class CostState:
         self.frozen = None if state["frozen"] is None else state["frozen"].clone()
         self.gamma = float(state["gamma"])
         self.n_updates = int(state["n_updates"])
+        self.history = [dict(row) for row in state.get("history", [])]  # absent in checkpoints before round 27

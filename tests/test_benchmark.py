@@ -350,6 +350,9 @@ def test_end_to_end_records(tiny_run):
     cal = recs["cal"]
     assert cal["optimizer_steps"]["adversarial"] == 1 and cal["optimizer_steps"]["total"] == 4
     assert set(cal["cal"]) >= {"cost_min", "cost_mean", "cost_max", "cost_frozen", "gamma"}
+    [last] = cal["cal"]["cost_history"]  # one epoch with cost updates: its end-of-epoch statistics
+    assert last["epoch"] == 0.0 and last["gamma"] == cal["cal"]["gamma"] and last["cost_min"] == cal["cal"]["cost_min"]
+    assert 0 < last["price_min"] <= last["price_max"]
     assert cal["method_kwargs"]["hardness"] == "mc_dropout"
     # the same seed gives the same training-set standardisation and different methods the same data
     assert cal["data_mean"] == recs["erm"]["data_mean"]

@@ -162,3 +162,42 @@ def test_cost_state_round_trip():
     clone.load_state_dict(state.state_dict())
     torch.testing.assert_close(clone.costs, state.costs)
     assert clone.gamma == state.gamma and clone.n_updates == 1 and clone.cost_step == 2.0
+    assert clone.history == state.history and len(clone.history) == 1
+    clone.history[0]["gamma"] = -1.0  # the copy is its own
+    assert state.history[0]["gamma"] == state.gamma
+    old = state.state_dict()
+    del old["history"]  # a checkpoint written before the history existed
+    clone.load_state_dict(old)
+    assert clone.history == []
+
+
+def test_prices_and_history_show_the_frozen_dimensions_getting_cheap():
+    """A cost reset to 1 and frozen is priced 1 / min(w_active): cheaper than any learned dimension, until all freeze."""
+    state = CostState(initial_cost=100.0, cost_step=60.0)
+    state.ensure(3, torch.device("cpu"))
+    assert state.stats()["price_min"] == pytest.approx(1.0) and state.stats()["price_max"] == pytest.approx(1.0)
+    state.update(torch.tensor([1.0, 0.5, -0.5]))  # w = [40, 70, 130]
+    state.update(torch.tensor([1.0, 0.0, 0.0]))  # w = [-20, 70, 130]
+    state.end_epoch(epoch=4)
+    stats = state.stats()
+    assert state.gamma == pytest.approx(1 / 70)
+    assert stats["price_min"] == pytest.approx(1 / 70) and stats["price_max"] == pytest.approx(130 / 70)
+    delta = torch.tensor([[1.0, 0.0, 0.0]])  # the frozen dimension costs 1/70 of a unit step, the cheapest learned 1
+    assert float(state.penalty(delta)) == pytest.approx(1 / 70)
+    state.update(torch.tensor([0.0, 1.0, 1.0]))  # w = [1, 10, 70]
+    state.update(torch.tensor([0.0, 1.0, 1.0]))  # w = [1, -50, 10]
+    state.update(torch.tensor([0.0, 0.0, 1.0]))  # w = [1, -50, -50]
+    state.end_epoch()
+    assert state.frozen.all() and state.gamma == pytest.approx(1.0)
+    assert state.stats()["price_min"] == pytest.approx(1.0) == state.stats()["price_max"]  # back to the start
+    assert [row["epoch"] for row in state.history] == [4.0, 1.0]  # given, else the count of earlier rows
+    assert state.history[0]["cost_frozen"] == 1.0 and state.history[1]["cost_frozen"] == 3.0
+    assert state.history[0]["price_min"] == pytest.approx(1 / 70)
+
+
+def test_cost_state_docstring_example():
+    import doctest
+
+    import matgl_cal.costs
+
+    assert doctest.testmod(matgl_cal.costs, verbose=False).failed == 0

@@ -604,6 +604,7 @@ def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: d
             "cost_frozen": stats.get("cost_frozen"),
             "gamma": stats.get("gamma"),
             "cost_updates": int(getattr(cal_cb.costs, "n_updates", 0)),
+            "cost_history": [dict(row) for row in cal_cb.costs.history],
             "adversarial_batches_done": int(cal_cb.adversarial_steps_done),
             "skipped_steps": int(cal_cb.skipped_steps),
         }
