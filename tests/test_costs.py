@@ -172,7 +172,7 @@ def test_cost_state_round_trip():
 
 
 def test_prices_and_history_show_the_frozen_dimensions_getting_cheap():
-    """A cost reset to 1 and frozen is priced 1 / min(w_active): cheaper than any learned dimension, until all freeze."""
+    """A cost reset to 1 and frozen is priced 1 / min(w_active), below any learned dimension, until all freeze."""
     state = CostState(initial_cost=100.0, cost_step=60.0)
     state.ensure(3, torch.device("cpu"))
     assert state.stats()["price_min"] == pytest.approx(1.0) and state.stats()["price_max"] == pytest.approx(1.0)
