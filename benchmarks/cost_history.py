@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dims < 1:
         parser.error(f"--dims must be >= 1, got {args.dims}")
     rows = [
-        "| config | method | seed | test MAE | selected epoch | first freeze | all frozen | frozen at selected "
+        "| config | method | fold | seed | test MAE | selected epoch | first freeze | all frozen | frozen at selected "
         "| lowest price (epoch) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for folder in args.records:
         for r in sorted(load_records(folder), key=lambda r: (r["method"], r["split"], str(r["fold"]), r["seed"])):
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             last = "never" if s["last_freeze"] is None else s["last_freeze"]
             first = "never" if s["first_freeze"] is None else s["first_freeze"]
             rows.append(
-                f"| {config_label(folder)} | {r['method']} | {r['seed']} | {r['metrics']['test']['mae']:.4f} "
+                f"| {config_label(folder)} | {r['method']} | {r['fold']} | {r['seed']} | {r['metrics']['test']['mae']:.4f} "
                 f"| {r['selected_epoch']} | {first} | {last} | {s['frozen_at_selected']} "
                 f"| {s['lowest_price']:.3g} ({s['lowest_price_epoch']}) |"
             )

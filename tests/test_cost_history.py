@@ -41,6 +41,6 @@ def test_script_reports_runs_with_a_history_only(cost_history, tmp_path, capsys)
     folder = _write_records(tmp_path / "probe" / "records", [cal, fixed, _rec("erm", "property_range", "top", 3, 0.5)])
     assert cost_history.main([str(folder), "--dims", "2"]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[2:] == ["| probe | cal | 3 | 0.4567 | 5 | 5 | 6 | 1 | 0.02 (5) |"]
+    assert rows[2:] == ["| probe | cal | top | 3 | 0.4567 | 5 | 5 | 6 | 1 | 0.02 (5) |"]
     with pytest.raises(SystemExit):
         cost_history.main([str(folder), "--dims", "0"])
