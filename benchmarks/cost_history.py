@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             last = "never" if s["last_freeze"] is None else s["last_freeze"]
             first = "never" if s["first_freeze"] is None else s["first_freeze"]
             rows.append(
-                f"| {config_label(folder)} | {r['method']} | {r['fold']} | {r['seed']} | {r['metrics']['test']['mae']:.4f} "
+                f"| {config_label(folder)} | {r['method']} | {r['fold']} | {r['seed']} "
+                f"| {r['metrics']['test']['mae']:.4f} "
                 f"| {r['selected_epoch']} | {first} | {last} | {s['frozen_at_selected']} "
                 f"| {s['lowest_price']:.3g} ({s['lowest_price_epoch']}) |"
             )
