@@ -344,6 +344,7 @@ def test_end_to_end_records(tiny_run):
         assert r["selection"] == "best_val" and r["selected_epoch"] == 0 and len(r["val_mae_history"]) == 1
         assert r["optimizer_steps"]["erm"] == 3  # 10 training structures, batch 4, 1 epoch
         assert r["ood_score"] is not None and r["wall_seconds"] > 0 and r["device"]
+        assert r["cpu_capability"] in {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}
         assert r["ood_score_readout"] > 0  # the same diagnostic in the trained model's readout space
         assert r["units"] == "eV/atom" and r["config"]["name"] == "tiny"
     assert recs["erm"]["cal"] is None and recs["erm"]["optimizer_steps"]["adversarial"] == 0

@@ -642,6 +642,8 @@ def _train_and_record(cfg: BenchmarkConfig, data: _Data, spec: RunSpec, parts: d
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - t_start,
         "device": _device_name(device),
+        # the SIMD level torch's CPU kernels use (e.g. AVX2, AVX512): float rounding, and so long runs, differ across it
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "accelerator": str(device),
         "versions": {"torch": torch.__version__, "matgl": matgl.__version__, "python": platform.python_version()},
         "config": cfg.as_dict(),
