@@ -93,8 +93,9 @@ class CostState:
 
     The attack pays ``gamma * w_j`` per unit of squared perturbation along dimension ``j``: its *price*. While every
     cost is learned the cheapest dimension has price 1. A cost reset to 1 and frozen keeps ``w_j = 1`` while
-    ``gamma = 1 / min(w)`` follows the dimensions still learned, so its price is ``1 / min(w_active)``: while some
-    costs are still near their initial 100, the frozen dimensions are up to 100 times cheaper than any learned one.
+    ``gamma = 1 / min(w)`` follows the dimensions still learned, so its price is ``1 / min(w_active)``: the frozen
+    dimensions are cheaper than any learned one by the factor ``min(w_active)`` (about 100 at first, more as the last
+    learned costs rise; prices of 0.002-0.006 in RESULTS.md section 6, round 27).
     Once every cost is frozen, ``gamma = 1`` and all prices are 1 again, as at the start. ``stats()`` reports the
     price range (``price_min``, ``price_max``) so that a run's history shows that phase.
 
