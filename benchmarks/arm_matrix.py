@@ -143,7 +143,7 @@ def _order(method: str, runs: dict) -> tuple[int, str]:
 
 
 def rows_for(dataset: str, split: str, methods: dict, boot_seed: int = 0) -> list[str]:
-    """Markdown rows of one (dataset, split family): every method with ERM runs in common, ERM first."""
+    """Markdown rows of one (dataset, split family): every method other than ERM that shares runs with it."""
     if BASELINE not in methods:
         return []
     erm = methods[BASELINE]
