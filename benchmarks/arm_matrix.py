@@ -21,8 +21,8 @@ interval; its rows say so and take no verdict (those configs fix per-seed rules 
 
 Run (RESULTS.md section 6, round 27): with no folders given it pools ``COMMITTED``, the full-size runs of every
 Omee family and of the random split (frozen MatPES encoder, whole training sets, 30 epochs, folds 0-9 x seeds 0-2).
-Every arm ran on those 30 runs, except on log_gvrh SparseYcluster, where the three arms added in round 27 have seed 0
-only, and log_gvrh SparseXcluster, where they have not run yet; the "pairs / folds" column says which:
+Every arm ran on those 30 runs, except on log_gvrh SparseYcluster and SparseXcluster, where the three arms added in
+round 27 have seed 0 only; the "pairs / folds" column says which:
 
     python benchmarks/arm_matrix.py > benchmarks/results/arm_matrix.md
 """
@@ -46,10 +46,8 @@ BASELINE = "erm"
 _FULL_SIZE = ("e30", "arms_e30", "control_e30", "sparsey_e30", "sparsey_arms_e30", "sparsex_e30", "sparsex_arms_e30",
               "random_e30")
 COMMITTED = tuple(
-    f"benchmarks/results/{dataset}_cpu_frozen_full_{part}/records"
-    for dataset in ("dielectric", "log_gvrh")
+    f"benchmarks/results/{dataset}_cpu_frozen_full_{part}/records" for dataset in ("dielectric", "log_gvrh")
     for part in _FULL_SIZE
-    if (dataset, part) != ("log_gvrh", "sparsex_arms_e30")  # config committed, not run yet (round 27)
 )
 
 
