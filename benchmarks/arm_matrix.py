@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compare_records import config_label
-from matgl_cal.benchmark import load_records, paired_change_interval
+from compare_records import config_label, paired_change
+from matgl_cal.benchmark import load_records
 
 IN_DISTRIBUTION = ("random",)
 NO_WORSE_BOUND = 0.03  # the issue's "no worse" and in-distribution tolerance, as a fraction
@@ -115,15 +115,15 @@ def _pooled(folders: list[str]) -> dict[tuple[str, str], dict[str, dict[tuple[st
 
 
 def _change(a: dict, b: dict, boot_seed: int) -> tuple[float, tuple[float, float], int, int] | None:
-    """Mean relative change of ``a`` against ``b`` on their common runs, its interval, pairs and folds."""
-    keys = sorted(set(a) & set(b))
-    if not keys:
+    """Mean relative test-MAE change of ``a`` against ``b`` on their common runs, its interval, pairs and folds."""
+    change = paired_change(_test_mae(a), _test_mae(b), boot_seed)
+    if change is None:
         return None
-    x = np.array([a[k]["metrics"]["test"]["mae"] for k in keys], dtype=float)
-    y = np.array([b[k]["metrics"]["test"]["mae"] for k in keys], dtype=float)
-    folds = [k[0] for k in keys]
-    low, high = paired_change_interval(x, y, folds, seed=boot_seed)
-    return float((x / y - 1.0).mean()), (low, high), len(keys), len(set(folds))
+    return float(change.rel.mean()), change.interval, len(change.rel), change.n_folds
+
+
+def _test_mae(runs: dict) -> dict[tuple[str, int], float]:
+    return {key: r["metrics"]["test"]["mae"] for key, r in runs.items()}
 
 
 def _pct(value: float) -> str:
@@ -135,26 +135,23 @@ def _interval(bounds: tuple[float, float]) -> str:
     return "n/a" if not (np.isfinite(low) and np.isfinite(high)) else f"{100 * low:+.1f} to {100 * high:+.1f} %"
 
 
-def _order(method: str, runs: dict) -> tuple[int, str]:
-    """Adversarial arms first, then the control and any other method; by name within each."""
-    return (0 if is_adversarial(next(iter(runs.values()))) else 1), method
-
-
 def rows_for(dataset: str, split: str, methods: dict, boot_seed: int = 0) -> list[str]:
     """Markdown rows of one (dataset, split family): every method other than ERM that shares runs with it."""
     if BASELINE not in methods:
         return []
     erm = methods[BASELINE]
+    adversarial_arm = {m: is_adversarial(next(iter(runs.values()))) for m, runs in methods.items()}
     controls = [m for m, runs in methods.items() if is_control(next(iter(runs.values())))]
     control = methods[controls[0]] if len(controls) == 1 else None
     out = []
-    for method in sorted((m for m in methods if m != BASELINE), key=lambda m: _order(m, methods[m])):
+    # adversarial arms first, then the control and any other method; by name within each
+    for method in sorted((m for m in methods if m != BASELINE), key=lambda m: (not adversarial_arm[m], m)):
         runs = methods[method]
         change = _change(runs, erm, boot_seed)
         if change is None:
             continue
         mean, bounds, n_pairs, n_folds = change
-        adversarial = is_adversarial(next(iter(runs.values())))
+        adversarial = adversarial_arm[method]
         vs_control = _change(runs, control, boot_seed) if adversarial and control is not None else None
         rule = verdict(mean, bounds, split in IN_DISTRIBUTION, None if vs_control is None else vs_control[1],
                        adversarial)

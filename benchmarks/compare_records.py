@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -76,22 +77,44 @@ def _arm(spec: str, split: str | None = None, metric: str = "mae",
     return "+".join(config_label(f) for f in folders) + f":{method}", values
 
 
+class PairedChange(NamedTuple):
+    """``a`` against ``b`` on their common runs: the paired values, the relative changes and the fold interval."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rel: np.ndarray  # x / y - 1, per run
+    interval: tuple[float, float]  # 95 % of the mean of rel, folds resampled; NaN with one fold
+    n_folds: int
+
+
+def paired_change(a: dict[tuple, float], b: dict[tuple, float], boot_seed: int = 0) -> PairedChange | None:
+    """Pair two arms' values on the runs both have; None if they share none.
+
+    Keys are run keys whose last element is the seed (``(split, fold, seed)`` or ``(fold, seed)``): the rest names the
+    fold, and the interval of ``matgl_cal.benchmark.paired_change_interval`` resamples those folds with their seeds.
+    """
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return None
+    x = np.array([a[k] for k in keys], dtype=float)
+    y = np.array([b[k] for k in keys], dtype=float)
+    folds = [k[:-1] for k in keys]
+    interval = paired_change_interval(x, y, folds, seed=boot_seed)
+    return PairedChange(x, y, x / y - 1.0, interval, len(set(folds)))
+
+
 def compare(a: tuple[str, dict], b: tuple[str, dict], boot_seed: int = 0) -> str:
     """One markdown row: A vs B over their common runs (``boot_seed`` seeds the fold bootstrap)."""
-    keys = sorted(set(a[1]) & set(b[1]))
-    if not keys:
+    change = paired_change(a[1], b[1], boot_seed)
+    if change is None:
         return f"| {a[0]} vs {b[0]} | no common runs | | | |"
-    x = np.array([a[1][k] for k in keys])
-    y = np.array([b[1][k] for k in keys])
-    rel = x / y - 1.0
-    p, test = paired_test(x, y)
-    folds = [k[:2] for k in keys]
-    low, high = paired_change_interval(x, y, folds, seed=boot_seed)
-    n_folds = len(set(folds))
+    p, test = paired_test(change.x, change.y)
+    low, high = change.interval
+    n, n_folds = len(change.rel), change.n_folds
     # one fold (e.g. a prior-shift side with its seeds) has no fold-level interval
     interval = f"n/a ({n_folds} fold)" if n_folds < 2 else f"{100 * low:+.1f} to {100 * high:+.1f} % ({n_folds} folds)"
-    return (f"| {a[0]} vs {b[0]} | {100 * rel.mean():+.1f} % | {p:.2g} ({test}, n={len(keys)}) "
-            f"| {int((rel < 0).sum())}/{len(keys)} | {interval} |")
+    return (f"| {a[0]} vs {b[0]} | {100 * change.rel.mean():+.1f} % | {p:.2g} ({test}, n={n}) "
+            f"| {int((change.rel < 0).sum())}/{n} | {interval} |")
 
 
 def main(argv: list[str] | None = None) -> int:
