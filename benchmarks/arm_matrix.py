@@ -19,10 +19,10 @@ The random split is in distribution: there the row's verdict reads against the +
 the upper bound is below +3 %). A family whose test set is one fixed set (a ``property_range`` side) has no fold-level
 interval; its rows say so and take no verdict (those configs fix per-seed rules instead).
 
-Run (RESULTS.md section 6, round 27): with no folders given it pools ``COMMITTED``, the full-size runs of every
+Run (RESULTS.md section 6, rounds 27-28): with no folders given it pools ``COMMITTED``, the full-size runs of every
 Omee family and of the random split (frozen MatPES encoder, whole training sets, 30 epochs, folds 0-9 x seeds 0-2).
-Every arm ran on those 30 runs, except on log_gvrh SparseYcluster and SparseXcluster, where the three arms added in
-round 27 have seed 0 only; the "pairs / folds" column says which:
+Every arm ran on those 30 runs of every Omee family; on the random split the three extra arms ran on dielectric only
+(round 28). The "pairs / folds" column says how many runs each row pairs:
 
     python benchmarks/arm_matrix.py > benchmarks/results/arm_matrix.md
 """
@@ -48,7 +48,7 @@ _FULL_SIZE = ("e30", "arms_e30", "control_e30", "sparsey_e30", "sparsey_arms_e30
 COMMITTED = tuple(
     f"benchmarks/results/{dataset}_cpu_frozen_full_{part}/records" for dataset in ("dielectric", "log_gvrh")
     for part in _FULL_SIZE
-)
+) + ("benchmarks/results/dielectric_cpu_frozen_full_random_arms_e30/records",)
 
 
 def is_control(record: dict) -> bool:
