@@ -6,7 +6,7 @@ than ERM on any family, at least 5 % lower MAE on one out-of-distribution family
 ERM. The arms of one family often sit in several record folders (e.g. ERM and the project's arm from one config,
 the other arms from a later one). This script pools the folders it is given, groups the records by (dataset, split
 family), pairs each method with ERM on the (fold, seed) runs both have and applies the rules the round-19 to
-round-27 configs fixed before their runs (95 % intervals that resample whole folds with their seeds, from
+round-28 configs fixed before their runs (95 % intervals that resample whole folds with their seeds, from
 ``matgl_cal.benchmark.paired_change_interval``):
 
 * **worse**: the interval against ERM lies above 0;
